@@ -1,0 +1,134 @@
+"""The bilevel maths of DABO: a truncated (unrolled) hypergradient, as one pure function.
+
+Mounsaveng et al., "Learning Data Augmentation with Online Bilevel Optimization for Image
+Classification", WACV 2021 (arXiv 2006.14699). The augmenter's parameters theta should
+minimise the validation loss of the classifier trained on augmented data. Training to
+convergence for each theta is out of reach, so the inner problem is truncated to `k` (by
+default one) SGD steps from the current weights:
+
+    w_0 = w,   w_{i+1} = w_i - lr * g_i,   g_i = grad_w L_train(w_i, augment(x; theta))
+    hypergradient = d L_val(w_k) / d theta = (d w_k / d theta)^T  grad_w L_val(w_k)
+
+It is computed as a vector-Jacobian product: the outer tape records the augmentation and the
+inner gradients (double backward through `g`), the validation gradient `v = grad L_val(w_k)`
+is taken on its own tape, and `outer.gradient(w_k, theta, output_gradients=v)` pulls it back.
+That is the exact hypergradient of the truncated problem, not a finite-difference estimate.
+Under `tf.distribute` the caller passes `all_reduce` (a sum over replicas): the look-ahead
+then uses the global gradient, as one device would for the same global batch, and `v` is
+summed so each replica pulls back the gradient of the global validation loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class HypergradientResult:
+    """What one bilevel step computed.
+
+    Attributes:
+        train_loss: training loss at `w` on the augmented batch (unscaled by `loss_scale`).
+        aux: whatever `train_loss_fn` returned beside the loss at `w` (logits, BN stats...).
+        gradients: gradients of `train_loss * loss_scale` at `w`, per replica (what the
+            classifier's optimizer expects: it sums over replicas and removes loss scaling).
+        val_loss: validation loss at the look-ahead weights `w_k`.
+        hypergradients: d val_loss / d theta, one per augmenter weight, summed over nothing
+            (per replica; the augmenter's optimizer sums over replicas).
+    """
+
+    train_loss: Any
+    aux: Any
+    gradients: list
+    val_loss: Any
+    hypergradients: list
+
+
+def _zeros_for_none(grads, like):
+    return [tf.zeros_like(x) if g is None else g for g, x in zip(grads, like)]
+
+
+def unrolled_hypergradient(
+    augment_fn: Callable[[], Any],
+    train_loss_fn: Callable[[list, Any], tuple],
+    val_loss_fn: Callable[[list], Any],
+    weights: Sequence[tf.Tensor],
+    augmenter_weights: Sequence[tf.Variable],
+    *,
+    inner_lr,
+    inner_steps: int = 1,
+    all_reduce: Callable[[list], list] | None = None,
+    loss_scale=1.0,
+) -> HypergradientResult:
+    """Truncated hypergradient of the validation loss with respect to the augmenter.
+
+    Args:
+        augment_fn: `() -> images`, the augmented training batch; reads `augmenter_weights`.
+        train_loss_fn: `(weights, images) -> (loss, aux)`: classifier loss with the given
+            weight tensors substituted (e.g. via `Model.stateless_call`).
+        val_loss_fn: `(weights) -> loss` on the validation batch, same substitution.
+        weights: current classifier weight values (tensors, in `trainable_variables` order).
+        augmenter_weights: the augmenter's trainable variables (theta).
+        inner_lr: learning rate of the virtual SGD steps (scalar or tensor).
+        inner_steps: number of unrolled inner steps, `k`. Defaults to 1 (the paper).
+        all_reduce: optional function summing a list of tensors over replicas.
+        loss_scale: mixed-precision loss scale; losses are multiplied by it before
+            differentiation and gradients divided by it, so float16 backprops don't underflow.
+
+    Returns:
+        A `HypergradientResult`.
+    """
+    if inner_steps < 1:
+        raise ValueError(f"inner_steps must be >= 1. Received: inner_steps={inner_steps}")
+    # Keras variables wrap a tf.Variable, which is what tapes watch.
+    augmenter_weights = [getattr(v, "value", v) for v in augmenter_weights]
+    loss_scale = tf.cast(loss_scale, tf.float32)
+    with tf.GradientTape(watch_accessed_variables=False) as outer:
+        outer.watch(augmenter_weights)
+        images = augment_fn()
+        w = list(weights)
+        for step in range(inner_steps):
+            with tf.GradientTape(watch_accessed_variables=False) as inner:
+                inner.watch(w)
+                loss, aux = train_loss_fn(w, images)
+                scaled = tf.cast(loss, tf.float32) * loss_scale
+            grads = _zeros_for_none(inner.gradient(scaled, w), w)
+            if step == 0:
+                first = (loss, aux, grads)
+            g = [tf.cast(gi, wi.dtype) / tf.cast(loss_scale, wi.dtype) for gi, wi in zip(grads, w)]
+            if all_reduce is not None:
+                g = all_reduce(g)
+            w = [wi - tf.cast(inner_lr, wi.dtype) * gi for wi, gi in zip(w, g)]
+
+    # Validation gradient at the look-ahead weights, on its own (first-order) tape.
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(w)
+        val_loss = val_loss_fn(w)
+        scaled_val = tf.cast(val_loss, tf.float32) * loss_scale
+    v = _zeros_for_none(tape.gradient(scaled_val, w), w)
+    if all_reduce is not None:
+        v = all_reduce(v)
+    # Pull v back through the unrolled steps into the augmenter (double backward).
+    hyper = outer.gradient(w, augmenter_weights, output_gradients=v)
+    hyper = _zeros_for_none(hyper, augmenter_weights)
+    hyper = [h / tf.cast(loss_scale, h.dtype) for h in hyper]
+    train_loss, aux, grads = first
+    return HypergradientResult(train_loss, aux, grads, val_loss, hyper)
+
+
+def all_finite(*structures) -> tf.Tensor:
+    """True when every tensor in the (nested lists of) tensors is finite."""
+    checks = [tf.reduce_all(tf.math.is_finite(tf.cast(t, tf.float32)))
+              for s in structures for t in tf.nest.flatten(s) if t is not None]
+    return tf.reduce_all(tf.stack(checks))
+
+
+def replica_all_reduce_sum():
+    """A sum over replicas for the current replica context, or None on a single replica."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return None
+    return lambda values: ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)

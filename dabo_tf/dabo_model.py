@@ -1,0 +1,277 @@
+"""`DaboModel`: a Keras model that trains a classifier and learns its augmentation jointly."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras.src.losses import loss as _loss_module
+
+from dabo_tf import bilevel
+from dabo_tf.augment import Augmenter
+
+_register = keras.saving.register_keras_serializable(package="dabo_tf")
+
+
+@_register
+class Latest(keras.metrics.Metric):
+    """Metric holding the most recent value (for policy summaries, not averaged)."""
+
+    def __init__(self, name, dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value",
+                                       aggregation="mean")
+
+    def update_state(self, value):
+        self.value.assign(tf.cast(value, self.value.dtype))
+
+    def result(self):
+        return tf.convert_to_tensor(self.value)
+
+    def reset_state(self):
+        pass  # keep the last value across epochs
+
+
+@_register
+class DaboModel(keras.Model):
+    """Trains `classifier` on data augmented by `augmenter`, learning the augmenter by DABO.
+
+    Each training step receives a training batch and a validation batch, `((x, y), (x_val,
+    y_val))` (see `dabo_tf.data.with_validation_stream`), and:
+
+    1. augments `x` and computes the training loss and its gradient `g` (inner tape);
+    2. takes a virtual SGD step `w' = w - inner_lr * g` (`classifier.stateless_call`,
+       nothing assigned; BatchNorm statistics of virtual passes are discarded);
+    3. computes the validation loss at `w'` and its gradient with respect to the augmenter
+       through `g` (`dabo_tf.bilevel.unrolled_hypergradient`), and updates the augmenter;
+    4. applies `g` to the classifier with its own optimizer (no second pass).
+
+    `test_step` and `predict_step` use the classifier alone, without augmentation.
+
+    Args:
+        classifier: any Keras model mapping images to logits.
+        augmenter: a learned augmenter layer; defaults to `dabo_tf.Augmenter()`.
+        inner_lr: learning rate of the virtual step. Defaults to None: the classifier
+            optimizer's current (scheduled) learning rate.
+        inner_steps: unrolled inner steps. Defaults to 1, as in the paper.
+        augmenter_update_every: update the augmenter every k-th step only; the steps in
+            between are plain training on augmented data (cheaper). Defaults to 1.
+        skip_non_finite: guard against non-finite losses or gradients. When a step's
+            training loss, validation loss, gradients or hypergradients are not all finite,
+            neither the classifier nor the augmenter is updated and the `skipped_steps`
+            metric counts it. Under a `LossScaleOptimizer` (mixed_float16) the classifier
+            gradients are always handed to it, since it skips and lowers its scale itself.
+
+    Logged metrics: `loss`, compiled metrics (on augmented training data), `val_loss_lookahead`
+    (validation loss at w'), `hypergrad_norm`, `skipped_steps`, and `aug_*` policy scalars.
+
+    Example:
+        ```python
+        model = dabo_tf.DaboModel(classifier, dabo_tf.Augmenter())
+        model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                      augmenter_optimizer=keras.optimizers.Adam(1e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"], jit_compile=True)
+        model.fit(dabo_tf.data.with_validation_stream(train_ds, val_ds), epochs=10,
+                  validation_data=test_ds)
+        model.classifier.export("saved_model")
+        ```
+    """
+
+    def __init__(self, classifier, augmenter=None, *, inner_lr=None, inner_steps=1,
+                 augmenter_update_every=1, skip_non_finite=True, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(classifier, dict):
+            classifier = keras.saving.deserialize_keras_object(classifier)
+        if isinstance(augmenter, dict):
+            augmenter = keras.saving.deserialize_keras_object(augmenter)
+        self.classifier = classifier
+        self.augmenter = augmenter if augmenter is not None else Augmenter()
+        self.inner_lr = inner_lr
+        self.inner_steps = int(inner_steps)
+        self.augmenter_update_every = int(augmenter_update_every)
+        self.skip_non_finite = bool(skip_non_finite)
+        if self.augmenter_update_every < 1:
+            raise ValueError("augmenter_update_every must be >= 1. "
+                             f"Received: augmenter_update_every={augmenter_update_every}")
+        if not self.augmenter.built and classifier.built:
+            self.augmenter.build(tuple(classifier.inputs[0].shape))
+        self.val_loss_tracker = keras.metrics.Mean(name="val_loss_lookahead")
+        self.hypergrad_norm_tracker = keras.metrics.Mean(name="hypergrad_norm")
+        self.skipped_tracker = keras.metrics.Sum(name="skipped_steps")
+        self.policy_trackers = {name: Latest(name) for name in self.augmenter.policy_scalars()}
+        self.built = True
+
+    def compile(self, optimizer="rmsprop", augmenter_optimizer=None, **kwargs):
+        """Configures training. Same as `keras.Model.compile`, plus `augmenter_optimizer`.
+
+        Args:
+            augmenter_optimizer: optimizer of the augmenter. Defaults to
+                `keras.optimizers.Adam(1e-3)`.
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        self.augmenter_optimizer = keras.optimizers.get(augmenter_optimizer or
+                                                        keras.optimizers.Adam(1e-3))
+        if self.augmenter.trainable_variables and not self.augmenter_optimizer.built:
+            self.augmenter_optimizer.build(self.augmenter.trainable_variables)
+
+    def call(self, inputs, training=False):
+        return self.classifier(inputs, training=training)
+
+    # ----------------------------------------------------------------------------------
+    # Training.
+
+    def _loss(self, y, logits):
+        return self.compute_loss(y=y, y_pred=logits, training=True)
+
+    def _current_inner_lr(self):
+        if self.inner_lr is not None:
+            return tf.cast(self.inner_lr, tf.float32)
+        return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+    def _is_loss_scaled(self):
+        return isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def _apply_classifier(self, grads):
+        self.optimizer.apply(grads, self.classifier.trainable_variables)
+
+    def _bilevel_update(self, x, y, x_val, y_val):
+        classifier = self.classifier
+        weights = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
+        non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
+        all_reduce = bilevel.replica_all_reduce_sum()
+        loss_scale = self.optimizer.scale_loss(tf.constant(1.0))
+
+        def augment():
+            return self.augmenter(x, training=True)
+
+        def train_loss(w, images):
+            logits, new_non_trainable = classifier.stateless_call(
+                w, non_trainable, images, training=True)
+            return self._loss(y, logits), (logits, new_non_trainable)
+
+        def val_loss(w):
+            # Batch statistics of the validation batch; the updated BN state is discarded.
+            logits, _ = classifier.stateless_call(w, non_trainable, x_val, training=True)
+            return self._loss(y_val, logits)
+
+        # Inner step and hypergradient.
+        result = bilevel.unrolled_hypergradient(
+            augment, train_loss, val_loss, weights, self.augmenter.trainable_variables,
+            inner_lr=self._current_inner_lr(), inner_steps=self.inner_steps,
+            all_reduce=all_reduce, loss_scale=loss_scale)
+        logits, new_non_trainable = result.aux
+
+        finite = bilevel.all_finite(result.train_loss, result.val_loss, result.hypergradients)
+        if not self._is_loss_scaled():
+            finite = tf.logical_and(finite, bilevel.all_finite(result.gradients))
+        if all_reduce is not None:
+            finite = all_reduce([tf.cast(tf.logical_not(finite), tf.float32)])[0] < 0.5
+        if not self.skip_non_finite:
+            finite = tf.constant(True)
+
+        def update():
+            # Update augmenter.
+            self.augmenter_optimizer.apply(result.hypergradients,
+                                           self.augmenter.trainable_variables)
+            # Update classifier (BatchNorm statistics from the real training pass only).
+            if not self._is_loss_scaled():
+                self._apply_classifier(result.gradients)
+            for var, value in zip(classifier.non_trainable_variables, new_non_trainable):
+                var.assign(value)
+            return tf.constant(0.0)
+
+        skipped = tf.cond(finite, update, lambda: tf.constant(1.0))
+        if self._is_loss_scaled():
+            self._apply_classifier(result.gradients)
+
+        hyper_norm = tf.linalg.global_norm(result.hypergradients)
+        if all_reduce is not None:
+            hyper_norm = tf.sqrt(all_reduce([tf.square(hyper_norm)])[0])
+        self.val_loss_tracker.update_state(
+            _loss_module.unscale_loss_for_distribution(result.val_loss))
+        self.hypergrad_norm_tracker.update_state(hyper_norm)
+        self.skipped_tracker.update_state(skipped)
+        return result.train_loss, logits
+
+    def _plain_update(self, x, y):
+        """An ordinary step on augmented data, the augmenter frozen (between bilevel steps)."""
+        images = tf.stop_gradient(self.augmenter(x, training=True))
+        with tf.GradientTape() as tape:
+            logits = self.classifier(images, training=True)
+            loss = self._loss(y, logits)
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.classifier.trainable_variables)
+        if self.skip_non_finite and not self._is_loss_scaled():
+            finite = bilevel.all_finite(loss, grads)
+            all_reduce = bilevel.replica_all_reduce_sum()
+            if all_reduce is not None:
+                finite = all_reduce([tf.cast(tf.logical_not(finite), tf.float32)])[0] < 0.5
+
+            def update():
+                self._apply_classifier(grads)
+                return tf.constant(0.0)
+
+            self.skipped_tracker.update_state(
+                tf.cond(finite, update, lambda: tf.constant(1.0)))
+        else:
+            self._apply_classifier(grads)
+        return loss, logits
+
+    def train_step(self, data):
+        (x, y), (x_val, y_val) = data
+        every = self.augmenter_update_every
+        if every == 1:
+            loss, logits = self._bilevel_update(x, y, x_val, y_val)
+        else:
+            loss, logits = tf.cond(
+                tf.equal(self.optimizer.iterations % every, 0),
+                lambda: self._bilevel_update(x, y, x_val, y_val),
+                lambda: self._plain_update(x, y))
+
+        self._loss_tracker.update_state(
+            _loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0])
+        for name, value in self.augmenter.policy_scalars().items():
+            self.policy_trackers[name].update_state(value)
+        return self.compute_metrics(x, y, logits)
+
+    def _training_only_metrics(self):
+        return {m.name for m in (self.val_loss_tracker, self.hypergrad_norm_tracker,
+                                 self.skipped_tracker, *self.policy_trackers.values())}
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        hidden = self._training_only_metrics()
+        return {k: v for k, v in logs.items() if k not in hidden}
+
+    def _symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds compiled metrics from the first batch, which here is
+        # ((x, y), (x_val, y_val)): hand it the training pair only.
+        if data_batch is None and iterator is not None:
+            for _, _, data_or_iterator in iterator:
+                if isinstance(data_or_iterator, (list, tuple)):
+                    data_batch = data_or_iterator[0]
+                else:
+                    data_batch = next(data_or_iterator)
+                break
+        if (isinstance(data_batch, (list, tuple)) and len(data_batch) == 2
+                and isinstance(data_batch[0], (list, tuple))):
+            data_batch = data_batch[0]
+        return super()._symbolic_build(data_batch=data_batch)
+
+    # ----------------------------------------------------------------------------------
+    # Serialisation.
+
+    def get_config(self):
+        return {
+            "classifier": keras.saving.serialize_keras_object(self.classifier),
+            "augmenter": keras.saving.serialize_keras_object(self.augmenter),
+            "inner_lr": self.inner_lr,
+            "inner_steps": self.inner_steps,
+            "augmenter_update_every": self.augmenter_update_every,
+            "skip_non_finite": self.skip_non_finite,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
