@@ -62,7 +62,7 @@ def _fmix32(x):
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def hash_uniform(shape, seed, minval=0.0, maxval=1.0):
+def hash_uniform(shape, seed, minval=0.0, maxval=1.0, offset=0):
     """Counter-based uniform float32 noise: `fmix32(counter + fmix32(seed))`.
 
     Bit-identical on every device and under XLA (unlike `tf.random.stateless_uniform`),
@@ -72,20 +72,21 @@ def hash_uniform(shape, seed, minval=0.0, maxval=1.0):
         shape: output shape (may hold tensors).
         seed: `[2]` integer tensor, e.g. `SeedGenerator.next()`.
         minval, maxval: range of the uniform distribution.
+        offset: first counter value (a slice of a larger draw).
     """
     mask = tf.constant(0xFFFFFFFF, tf.int64)
     seed = tf.cast(seed, tf.int64) & mask
     key = _fmix32((seed[0] * 0x9E3779B9 + seed[1] * 0x7F4A7C15 + 0x2545F491) & mask)
     key = _fmix32(tf.bitwise.bitwise_xor(key, seed[1]) + 0x6A09E667 & mask)
     count = tf.reduce_prod(tf.cast(tf.stack(shape), tf.int64))
-    counter = tf.range(count, dtype=tf.int64)
+    counter = tf.range(count, dtype=tf.int64) + tf.cast(offset, tf.int64)
     bits = _fmix32(_fmix32((counter * 0x9E3779B9 + key) & mask) ^ key)
     unit = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / 16777216.0)
     return tf.reshape(minval + (maxval - minval) * unit, shape)
 
 
 def _as_float32(images):
-    return tf.cast(images, tf.float32) if images.dtype != tf.float32 else images
+    return tf.cast(images, tf.float32) if images.dtype not in (tf.float32, tf.float64) else images
 
 
 class _AugmentationLayer(keras.layers.Layer):
@@ -96,7 +97,7 @@ class _AugmentationLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        # Keep the caller's image dtype: parameters and transforms are float32 regardless.
+        # Keep the caller's image dtype; parameters and transforms use the variable dtype.
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
 
@@ -105,8 +106,16 @@ class _AugmentationLayer(keras.layers.Layer):
 
         TensorFlow's stateless generators give different numbers under XLA than with the
         default kernels, so the bits come from `hash_uniform` (plain integer arithmetic).
+        Under `tf.distribute`, replica r draws rows `[r * n, (r + 1) * n)` of the noise the
+        global batch would get on one device, so distributed and single-device runs agree.
         """
-        return hash_uniform(shape, self.seed_generator.next(), minval, maxval)
+        offset = 0
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            offset = (tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+                      * tf.reduce_prod(tf.cast(tf.stack(shape), tf.int64)))
+        noise = hash_uniform(shape, self.seed_generator.next(), minval, maxval, offset=offset)
+        return tf.cast(noise, self.variable_dtype)
 
     def call(self, images, training=None, transformation=None):
         if not training:
@@ -168,9 +177,9 @@ class LearnedAffine(_AugmentationLayer):
     def build(self, input_shape=None):
         n = len(self.ops)
         self.magnitude = self.add_weight(
-            name="magnitude", shape=(n,), dtype="float32",
+            name="magnitude", shape=(n,), dtype=self.variable_dtype,
             initializer=keras.initializers.Constant(self.init_magnitude))
-        self.mean = self.add_weight(name="mean", shape=(n,), dtype="float32",
+        self.mean = self.add_weight(name="mean", shape=(n,), dtype=self.variable_dtype,
                                     initializer="zeros", trainable=self.learn_mean)
         self.built = True
 
@@ -196,7 +205,7 @@ class LearnedAffine(_AugmentationLayer):
         shape = tf.shape(images)
         if not kwargs:
             kwargs["rotation"] = tf.zeros([shape[0]])
-        return warp.affine_matrix(shape[1], shape[2], **kwargs)
+        return warp.affine_matrix(shape[1], shape[2], dtype=values.dtype, **kwargs)
 
     def transform_images(self, images, transformation):
         transforms = warp.matrices_to_transforms(self.matrices(images, transformation))
@@ -293,9 +302,9 @@ class LearnedColor(_AugmentationLayer):
         self.ops = tuple(o for o in self.requested_ops if not (o == "saturation" and channels != 3))
         n = len(self.ops)
         self.magnitude = self.add_weight(
-            name="magnitude", shape=(n,), dtype="float32",
+            name="magnitude", shape=(n,), dtype=self.variable_dtype,
             initializer=keras.initializers.Constant(self.init_magnitude))
-        self.mean = self.add_weight(name="mean", shape=(n,), dtype="float32",
+        self.mean = self.add_weight(name="mean", shape=(n,), dtype=self.variable_dtype,
                                     initializer="zeros", trainable=self.learn_mean)
         self.built = True
 
@@ -312,7 +321,7 @@ class LearnedColor(_AugmentationLayer):
             return images
         values = self.op_values(transformation)
         kwargs = {op: values[:, i] for i, op in enumerate(self.ops)}
-        out = adjust_color(_as_float32(images), **kwargs)
+        out = adjust_color(tf.cast(images, values.dtype), **kwargs)
         return tf.cast(out, images.dtype)
 
     def policy(self):

@@ -125,24 +125,44 @@ class DaboModel(keras.Model):
 
     def _current_inner_lr(self):
         if self.inner_lr is not None:
-            return tf.cast(self.inner_lr, tf.float32)
-        return tf.cast(self.optimizer.learning_rate, tf.float32)
+            return self.inner_lr
+        return self.optimizer.learning_rate
 
     def _is_loss_scaled(self):
         return isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
 
+    def _finite_on_all_replicas(self, *structures):
+        """True when all tensors are finite on every replica (or when the guard is off)."""
+        if not self.skip_non_finite:
+            return tf.constant(True)
+        finite = bilevel.all_finite(*structures)
+        all_reduce = bilevel.replica_all_reduce_sum()
+        if all_reduce is not None:
+            finite = all_reduce([tf.cast(tf.logical_not(finite), tf.float32)])[0] < 0.5
+        return finite
+
     def _apply_classifier(self, grads):
         self.optimizer.apply(grads, self.classifier.trainable_variables)
 
-    def _bilevel_update(self, x, y, x_val, y_val):
+    def hypergradient(self, x, y, x_val, y_val, transformation=None):
+        """Runs the bilevel maths of one step without updating anything.
+
+        Args:
+            x, y: training batch (augmented here).
+            x_val, y_val: validation batch (not augmented).
+            transformation: optional fixed augmenter sample (replays it); by default a
+                fresh one is drawn from the augmenter's seed generator.
+
+        Returns:
+            A `dabo_tf.bilevel.HypergradientResult` whose `aux` is `(logits, updated
+            non-trainable values of the real training pass)`.
+        """
         classifier = self.classifier
         weights = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
         non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
-        all_reduce = bilevel.replica_all_reduce_sum()
-        loss_scale = self.optimizer.scale_loss(tf.constant(1.0))
 
         def augment():
-            return self.augmenter(x, training=True)
+            return self.augmenter(x, training=True, transformation=transformation)
 
         def train_loss(w, images):
             logits, new_non_trainable = classifier.stateless_call(
@@ -154,20 +174,23 @@ class DaboModel(keras.Model):
             logits, _ = classifier.stateless_call(w, non_trainable, x_val, training=True)
             return self._loss(y_val, logits)
 
-        # Inner step and hypergradient.
-        result = bilevel.unrolled_hypergradient(
+        return bilevel.unrolled_hypergradient(
             augment, train_loss, val_loss, weights, self.augmenter.trainable_variables,
             inner_lr=self._current_inner_lr(), inner_steps=self.inner_steps,
-            all_reduce=all_reduce, loss_scale=loss_scale)
+            all_reduce=bilevel.replica_all_reduce_sum(),
+            loss_scale=self.optimizer.scale_loss(tf.constant(1.0)))
+
+    def _bilevel_update(self, x, y, x_val, y_val):
+        classifier = self.classifier
+        all_reduce = bilevel.replica_all_reduce_sum()
+        # Inner step and hypergradient.
+        result = self.hypergradient(x, y, x_val, y_val)
         logits, new_non_trainable = result.aux
 
-        finite = bilevel.all_finite(result.train_loss, result.val_loss, result.hypergradients)
+        checked = [result.train_loss, result.val_loss, result.hypergradients]
         if not self._is_loss_scaled():
-            finite = tf.logical_and(finite, bilevel.all_finite(result.gradients))
-        if all_reduce is not None:
-            finite = all_reduce([tf.cast(tf.logical_not(finite), tf.float32)])[0] < 0.5
-        if not self.skip_non_finite:
-            finite = tf.constant(True)
+            checked.append(result.gradients)
+        finite = self._finite_on_all_replicas(*checked)
 
         def update():
             # Update augmenter.
@@ -184,9 +207,8 @@ class DaboModel(keras.Model):
         if self._is_loss_scaled():
             self._apply_classifier(result.gradients)
 
-        hyper_norm = tf.linalg.global_norm(result.hypergradients)
-        if all_reduce is not None:
-            hyper_norm = tf.sqrt(all_reduce([tf.square(hyper_norm)])[0])
+        hyper = result.hypergradients
+        hyper_norm = tf.linalg.global_norm(hyper if all_reduce is None else all_reduce(hyper))
         self.val_loss_tracker.update_state(
             _loss_module.unscale_loss_for_distribution(result.val_loss))
         self.hypergrad_norm_tracker.update_state(hyper_norm)
@@ -201,11 +223,8 @@ class DaboModel(keras.Model):
             loss = self._loss(y, logits)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.classifier.trainable_variables)
-        if self.skip_non_finite and not self._is_loss_scaled():
-            finite = bilevel.all_finite(loss, grads)
-            all_reduce = bilevel.replica_all_reduce_sum()
-            if all_reduce is not None:
-                finite = all_reduce([tf.cast(tf.logical_not(finite), tf.float32)])[0] < 0.5
+        if not self._is_loss_scaled():
+            finite = self._finite_on_all_replicas(loss, grads)
 
             def update():
                 self._apply_classifier(grads)
