@@ -1,0 +1,68 @@
+"""The configuration of one run: a plain dataclass, filled from flags by `run.py` or presets.
+
+Library code takes a `Config` (or explicit arguments); only `run.py` reads flags. Presets in
+`experiments/<name>.py` are data: `get_config()` returns a dict of overrides of these fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+MODES = ("dabo", "none", "hand", "tuner", "compare", "randaugment", "trivialaugment")
+
+
+@dataclasses.dataclass
+class Config:
+    # Data.
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    image_size: int = 32
+    val_fraction: float = 0.2
+    train_size: Optional[int] = None
+    # Classifier and its optimiser (SGD with momentum, decoupled weight decay).
+    model: str = "small_cnn"
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "cosine"  # "cosine", "step" (x lr_decay at lr_milestones), "constant"
+    lr_milestones: tuple = ()
+    lr_decay: float = 0.2
+    # What to do.
+    mode: str = "dabo"
+    seed: int = 0
+    # Learned augmentation (mode="dabo").
+    augmenter: str = "distribution"  # or "network" (the paper's noise MLP)
+    augmenter_color: bool = False
+    augmenter_projective: bool = False
+    augmenter_optimizer: str = "adam"  # "adam" or "sgd" (momentum 0.9, as the paper)
+    augmenter_lr: float = 0.01
+    augmenter_weight_decay: float = 0.0
+    inner_lr: Optional[float] = None  # None: the classifier's current learning rate
+    inner_steps: int = 1
+    augmenter_update_every: int = 1
+    fill_mode: str = "reflect"
+    # Hand-written policy (mode="hand"): ops applied with fixed strengths.
+    hand_policy: tuple = ("crop", "flip")
+    # Zero-search baselines.
+    randaugment_num_ops: int = 2
+    randaugment_factor: float = 0.5
+    # Keras Tuner search (mode="tuner") and comparison (mode="compare").
+    tuner: str = "random"
+    trials: int = 20
+    compare_seeds: tuple = (0, 1, 2)
+    # Execution.
+    jit_compile: Optional[bool] = None  # None: on when a GPU is present
+    mixed_precision: Optional[str] = None  # None, "mixed_float16", "mixed_bfloat16"
+    distribute: str = "none"  # "none", "mirrored", "multi_worker"
+    profile_batches: str = ""  # e.g. "10,15"; "" = a few batches of the 2nd epoch
+    steps_per_execution: int = 1
+    verbose: int = 1
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
