@@ -101,6 +101,13 @@ class _AugmentationLayer(keras.layers.Layer):
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
 
+    def __call__(self, images, *args, **kwargs):
+        # Input conversion is off (to keep the caller's dtype); still hand Keras a tensor so
+        # `build` receives the input shape.
+        if not (tf.is_tensor(images) or isinstance(images, keras.KerasTensor)):
+            images = tf.convert_to_tensor(images)
+        return super().__call__(images, *args, **kwargs)
+
     def uniform_noise(self, shape, minval=-1.0, maxval=1.0):
         """Uniform noise from the layer's `SeedGenerator`, identical with and without XLA.
 
@@ -118,6 +125,7 @@ class _AugmentationLayer(keras.layers.Layer):
         return tf.cast(noise, self.variable_dtype)
 
     def call(self, images, training=None, transformation=None):
+        images = tf.convert_to_tensor(images)
         if not training:
             return images
         if transformation is None:
@@ -385,10 +393,15 @@ class NoiseAugmenter(_AugmentationLayer):
         self.fill_mode = fill_mode
         self.fill_value = fill_value
         n_out = 6 + (4 if color else 0)
-        self.dense = [keras.layers.Dense(h, activation="relu", dtype="float32",
-                                         name=f"hidden_{i}") for i, h in enumerate(self.hidden)]
-        init = (keras.initializers.RandomNormal(stddev=1e-3, seed=seed) if self.identity_init
-                else "glorot_uniform")
+        def seeded(offset):
+            return None if seed is None else seed * 7919 + offset
+
+        self.dense = [keras.layers.Dense(
+            h, activation="relu", dtype="float32", name=f"hidden_{i}",
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seeded(i)))
+            for i, h in enumerate(self.hidden)]
+        init = (keras.initializers.RandomNormal(stddev=1e-3, seed=seeded(99))
+                if self.identity_init else keras.initializers.GlorotUniform(seed=seeded(99)))
         self.out = keras.layers.Dense(n_out, kernel_initializer=init, dtype="float32",
                                       name="params")
 
