@@ -83,6 +83,10 @@ def unrolled_hypergradient(
     """
     if inner_steps < 1:
         raise ValueError(f"inner_steps must be >= 1. Received: inner_steps={inner_steps}")
+    if inner_steps > 1 and all_reduce is not None:
+        raise NotImplementedError(
+            "inner_steps > 1 is not supported with several replicas (it would need "
+            f"collectives inside the differentiated graph). Received: inner_steps={inner_steps}")
     # Keras variables wrap a tf.Variable, which is what tapes watch.
     augmenter_weights = [getattr(v, "value", v) for v in augmenter_weights]
     loss_scale = tf.cast(loss_scale, tf.float32)
@@ -96,26 +100,37 @@ def unrolled_hypergradient(
                 loss, aux = train_loss_fn(w, images)
                 scaled = tf.cast(loss, tf.float32) * loss_scale
             grads = _zeros_for_none(inner.gradient(scaled, w), w)
-            if step == 0:
-                first = (loss, aux, grads)
             g = [tf.cast(gi, wi.dtype) / tf.cast(loss_scale, wi.dtype) for gi, wi in zip(grads, w)]
-            if all_reduce is not None:
-                g = all_reduce(g)
-            w = [wi - tf.cast(inner_lr, wi.dtype) * gi for wi, gi in zip(w, g)]
+            if step == 0:
+                first = (loss, aux, grads, g)
+            if step < inner_steps - 1:
+                w = [wi - tf.cast(inner_lr, wi.dtype) * gi for wi, gi in zip(w, g)]
+
+    # The last step happens outside the outer tape: w_k = w_{k-1} - lr * G, with G the
+    # gradient summed over replicas (the global batch's gradient). Summing outside any
+    # differentiated graph keeps collectives out of the double backward.
+    big_g = g if all_reduce is None else all_reduce([tf.stop_gradient(gi) for gi in g])
+    w_last = [tf.stop_gradient(wi - tf.cast(inner_lr, wi.dtype) * gi)
+              for wi, gi in zip(w, big_g)]
 
     # Validation gradient at the look-ahead weights, on its own (first-order) tape.
     with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(w)
-        val_loss = val_loss_fn(w)
+        tape.watch(w_last)
+        val_loss = val_loss_fn(w_last)
         scaled_val = tf.cast(val_loss, tf.float32) * loss_scale
-    v = _zeros_for_none(tape.gradient(scaled_val, w), w)
+    v = _zeros_for_none(tape.gradient(scaled_val, w_last), w_last)
     if all_reduce is not None:
-        v = all_reduce(v)
-    # Pull v back through the unrolled steps into the augmenter (double backward).
-    hyper = outer.gradient(w, augmenter_weights, output_gradients=v)
+        v = all_reduce(v)  # gradient of the global validation loss
+    # Pull v back into the augmenter (double backward): d w_k / d theta applied to v, where
+    # w_k = w_{k-1}(theta) - lr * g(w_{k-1}(theta), theta). For k = 1, w_0 is fixed.
+    minus_lr_v = [-tf.cast(inner_lr, vi.dtype) * vi for vi in v]
+    targets, cotangents = list(g), minus_lr_v
+    if inner_steps > 1:
+        targets, cotangents = list(w) + list(g), list(v) + minus_lr_v
+    hyper = outer.gradient(targets, augmenter_weights, output_gradients=cotangents)
     hyper = _zeros_for_none(hyper, augmenter_weights)
     hyper = [h / tf.cast(loss_scale, h.dtype) for h in hyper]
-    train_loss, aux, grads = first
+    train_loss, aux, grads, _ = first
     return HypergradientResult(train_loss, aux, grads, val_loss, hyper)
 
 
@@ -132,3 +147,22 @@ def replica_all_reduce_sum():
     if ctx is None or ctx.num_replicas_in_sync == 1:
         return None
     return lambda values: ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+
+def run_if(pred, fn, *args):
+    """Runs `fn(*args)` only when `pred` holds (exactly on one replica).
+
+    On one replica this is a `tf.cond`. With several replicas TensorFlow cannot run the
+    cross-replica synchronisation of optimizer updates inside a `tf.cond` reliably, so `fn`
+    always runs, with every floating argument replaced by zeros where `pred` is false: a
+    skipped step applies zero gradients, and weights never receive a non-finite value (a
+    momentum optimizer still moves by its momentum). `pred` must agree on all replicas.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        tf.cond(pred, lambda: fn(*args), lambda: None)
+        return
+    args = tf.nest.map_structure(
+        lambda t: tf.where(pred, t, tf.zeros_like(t)) if t.dtype.is_floating else t, args)
+    fn(*args)

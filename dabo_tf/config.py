@@ -40,12 +40,15 @@ class Config:
     augmenter_optimizer: str = "adam"  # "adam" or "sgd" (momentum 0.9, as the paper)
     augmenter_lr: float = 0.01
     augmenter_weight_decay: float = 0.0
+    augmenter_identity_init: bool = True  # network augmenter: start near identity (paper: False)
     inner_lr: Optional[float] = None  # None: the classifier's current learning rate
     inner_steps: int = 1
     augmenter_update_every: int = 1
     fill_mode: str = "reflect"
     # Hand-written policy (mode="hand"): ops applied with fixed strengths.
     hand_policy: tuple = ("crop", "flip")
+    # Hand ops applied before the learned augmenter in mode "dabo" (the paper: flip on CIFAR).
+    pre_augmentation: tuple = ()
     # Zero-search baselines.
     randaugment_num_ops: int = 2
     randaugment_factor: float = 0.5

@@ -12,6 +12,35 @@ from dabo_tf.augment import Augmenter
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
 
 
+def _exact_moments(layer, inputs, mask):
+    if mask is not None or layer.synchronized:
+        return type(layer)._moments(layer, inputs, mask)
+    axes = layer._reduction_axes
+    mean = tf.reduce_mean(inputs, axis=axes)
+    expanded = tf.reduce_mean(inputs, axis=axes, keepdims=True)
+    variance = tf.reduce_mean(tf.square(inputs - expanded), axis=axes)
+    return mean, variance
+
+
+def use_exact_batchnorm_moments(model):
+    """Makes the model's BatchNormalization layers twice differentiable, exactly.
+
+    `tf.nn.moments` (what Keras' BatchNormalization uses) computes the variance around
+    `stop_gradient(mean)`. That leaves first derivatives exact but drops terms of second
+    derivatives, which the hypergradient needs (it differentiates the training gradient):
+    measured against finite differences, the hypergradient of a model with BatchNorm was off
+    by up to 20% without this. The replacement computes the same values without the
+    `stop_gradient`. Applied per layer instance; masked and synchronized BatchNorm keep
+    Keras' own moments.
+    """
+    import types
+
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer._moments = types.MethodType(_exact_moments, layer)
+    return model
+
+
 @_register
 class Latest(keras.metrics.Metric):
     """Metric holding the most recent value (for policy summaries, not averaged)."""
@@ -84,7 +113,7 @@ class DaboModel(keras.Model):
             classifier = keras.saving.deserialize_keras_object(classifier)
         if isinstance(augmenter, dict):
             augmenter = keras.saving.deserialize_keras_object(augmenter)
-        self.classifier = classifier
+        self.classifier = use_exact_batchnorm_moments(classifier)
         self.augmenter = augmenter if augmenter is not None else Augmenter()
         self.inner_lr = inner_lr
         self.inner_steps = int(inner_steps)
@@ -192,18 +221,23 @@ class DaboModel(keras.Model):
             checked.append(result.gradients)
         finite = self._finite_on_all_replicas(*checked)
 
-        def update():
-            # Update augmenter.
-            self.augmenter_optimizer.apply(result.hypergradients,
-                                           self.augmenter.trainable_variables)
-            # Update classifier (BatchNorm statistics from the real training pass only).
-            if not self._is_loss_scaled():
-                self._apply_classifier(result.gradients)
-            for var, value in zip(classifier.non_trainable_variables, new_non_trainable):
-                var.assign(value)
-            return tf.constant(0.0)
+        def update_augmenter(hypergradients):
+            self.augmenter_optimizer.apply(hypergradients, self.augmenter.trainable_variables)
 
-        skipped = tf.cond(finite, update, lambda: tf.constant(1.0))
+        def update_classifier(gradients, statistics_change):
+            # BatchNorm statistics come from the real training pass only.
+            if not self._is_loss_scaled():
+                self._apply_classifier(gradients)
+            for var, change in zip(classifier.non_trainable_variables, statistics_change):
+                var.assign_add(change)
+
+        # Update augmenter.
+        bilevel.run_if(finite, update_augmenter, result.hypergradients)
+        # Update classifier.
+        statistics_change = [tf.cast(new, v.dtype) - v for new, v in
+                             zip(new_non_trainable, classifier.non_trainable_variables)]
+        bilevel.run_if(finite, update_classifier, result.gradients, statistics_change)
+        skipped = 1.0 - tf.cast(finite, tf.float32)
         if self._is_loss_scaled():
             self._apply_classifier(result.gradients)
 
@@ -225,20 +259,23 @@ class DaboModel(keras.Model):
         grads = tape.gradient(scaled, self.classifier.trainable_variables)
         if not self._is_loss_scaled():
             finite = self._finite_on_all_replicas(loss, grads)
-
-            def update():
-                self._apply_classifier(grads)
-                return tf.constant(0.0)
-
-            self.skipped_tracker.update_state(
-                tf.cond(finite, update, lambda: tf.constant(1.0)))
+            bilevel.run_if(finite, self._apply_classifier, grads)
+            self.skipped_tracker.update_state(1.0 - tf.cast(finite, tf.float32))
         else:
             self._apply_classifier(grads)
         return loss, logits
 
     def train_step(self, data):
+        if len(data) == 3 and data[1] is None and data[2] is None:  # from train_on_batch
+            data = data[0]
         (x, y), (x_val, y_val) = data
         every = self.augmenter_update_every
+        if every > 1 and bilevel.replica_all_reduce_sum() is not None:
+            raise NotImplementedError(
+                "augmenter_update_every > 1 is not supported with several replicas: "
+                "TensorFlow cannot run cross-replica optimizer updates inside the tf.cond "
+                "that alternates the two kinds of step. Use augmenter_update_every=1. "
+                f"Received: augmenter_update_every={every}")
         if every == 1:
             loss, logits = self._bilevel_update(x, y, x_val, y_val)
         else:

@@ -1,0 +1,298 @@
+"""`DaboModel` and the unrolled hypergradient: correctness, BatchNorm, XLA, precision, guards."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import dabo_tf
+from dabo_tf import augment
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def tiny_classifier(shape=(8, 8, 3), classes=3, dtype="float32", batchnorm=True, seed=0):
+    inputs = keras.Input(shape, dtype=dtype)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="tanh", dtype=dtype,
+                            kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
+    if batchnorm:
+        h = keras.layers.BatchNormalization(momentum=0.9, dtype=dtype)(h)
+    h = keras.layers.GlobalAveragePooling2D(dtype=dtype)(h)
+    outputs = keras.layers.Dense(classes, dtype=dtype,
+                                 kernel_initializer=keras.initializers.GlorotUniform(seed + 1))(h)
+    return keras.Model(inputs, outputs)
+
+
+def batch(n=8, shape=(8, 8, 3), classes=3, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, *shape)).astype(dtype),
+            rng.integers(0, classes, n).astype(np.int32))
+
+
+def stream(n=32, batch_size=8, seed=0):
+    x, y = batch(n, seed=seed)
+    xv, yv = batch(n, seed=seed + 1)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
+    val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(batch_size, drop_remainder=True)
+    return dabo_tf.data.with_validation_stream(train, val)
+
+
+def dabo_model(classifier=None, augmenter=None, **kwargs):
+    classifier = classifier or tiny_classifier()
+    augmenter = augmenter or augment.Augmenter([augment.LearnedAffine(seed=1),
+                                                augment.LearnedColor(seed=2)])
+    return dabo_tf.DaboModel(classifier, augmenter, **kwargs)
+
+
+def set_augmenter(model, scale=0.1, seed=5):
+    rng = np.random.default_rng(seed)
+    for w in model.augmenter.trainable_weights:
+        w.assign(scale * rng.standard_normal(w.shape).astype(w.dtype))
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_hypergradient_matches_finite_differences(inner_steps):
+    dtype = "float64"
+    classifier = tiny_classifier(dtype=dtype)
+    augmenter = augment.Augmenter([augment.LearnedAffine(seed=1, dtype=dtype),
+                                   augment.LearnedColor(seed=2, dtype=dtype)], dtype=dtype)
+    model = dabo_tf.DaboModel(classifier, augmenter, inner_lr=0.5, inner_steps=inner_steps)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
+    set_augmenter(model)
+    x, y = batch(dtype=np.float64)
+    xv, yv = batch(seed=1, dtype=np.float64)
+    t = augmenter.get_random_transformation(tf.constant(x))  # fixed augmentation noise
+
+    result = model.hypergradient(x, y, xv, yv, transformation=t)
+    analytic = np.concatenate([h.numpy().ravel() for h in result.hypergradients])
+
+    weights = [v.numpy() for v in classifier.trainable_variables]
+    non_trainable = [v.numpy() for v in classifier.non_trainable_variables]
+
+    def objective():  # L_val(w_k(theta)), written out independently of the library
+        w = [tf.constant(v) for v in weights]
+        images = augmenter(x, training=True, transformation=t)
+        for _ in range(inner_steps):
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                logits, _ = classifier.stateless_call(w, non_trainable, images, training=True)
+                train_loss = loss(y, logits)
+            w = [wi - 0.5 * gi for wi, gi in zip(w, tape.gradient(train_loss, w))]
+        logits, _ = classifier.stateless_call(w, non_trainable, xv, training=True)
+        return float(loss(yv, logits))
+
+    numeric = []
+    eps = 1e-6
+    for var in augmenter.trainable_variables:
+        base = var.numpy()
+        for i in range(base.size):
+            for sign in (1, -1):
+                v = base.copy().ravel()
+                v[i] += sign * eps
+                var.assign(v.reshape(base.shape))
+                numeric.append(objective())
+            var.assign(base)
+    numeric = (np.array(numeric[::2]) - np.array(numeric[1::2])) / (2 * eps)
+    assert np.abs(analytic).max() > 1e-4
+    rel = np.abs(analytic - numeric).max() / np.abs(numeric).max()
+    assert rel < 1e-4, (analytic, numeric)
+
+
+def test_virtual_passes_leave_batchnorm_statistics_alone():
+    model = dabo_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+    x, y = batch()
+    xv, _ = batch(seed=1)
+    xv = xv * 50.0 + 10.0  # a validation batch with wildly different statistics
+    yv = y
+    classifier = model.classifier
+    before = [v.numpy() for v in classifier.non_trainable_variables]
+    # The augmenter is the identity at start, so the real pass sees x itself.
+    _, expected = classifier.stateless_call(
+        [v.numpy() for v in classifier.trainable_variables], before, x, training=True)
+    model.train_on_batch(((x, y), (xv, yv)))
+    after = [v.numpy() for v in classifier.non_trainable_variables]
+    assert any(np.abs(a - b).max() > 1e-3 for a, b in zip(after, before))
+    for got, want in zip(after, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_update_is_the_training_gradient():
+    model = dabo_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+    x, y = batch()
+    xv, yv = batch(seed=1)
+    w0 = [v.numpy() for v in model.classifier.trainable_variables]
+    with tf.GradientTape() as tape:
+        loss = LOSS(y, model.classifier(x, training=True))
+    grads = tape.gradient(loss, model.classifier.trainable_variables)
+    for v, w in zip(model.classifier.trainable_variables, w0):
+        v.assign(w)
+    model.train_on_batch(((x, y), (xv, yv)))
+    for v, w, g in zip(model.classifier.trainable_variables, w0, grads):
+        np.testing.assert_allclose(v.numpy(), w - 0.1 * g.numpy(), atol=1e-6)
+
+
+def fit_weights(jit_compile, **kwargs):
+    keras.utils.set_random_seed(0)
+    model = dabo_model(**kwargs)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  augmenter_optimizer=keras.optimizers.SGD(0.5), loss=LOSS,
+                  metrics=["accuracy"], jit_compile=jit_compile)
+    history = model.fit(stream(), epochs=2, verbose=0)
+    return [w.numpy() for w in model.weights], history.history
+
+
+def test_jit_compile_matches_eager_graph():
+    xla, h_xla = fit_weights(True)
+    graph, h_graph = fit_weights(False)
+    for a, b in zip(xla, graph):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(h_xla["loss"], h_graph["loss"], rtol=1e-4)
+    np.testing.assert_allclose(h_xla["val_loss_lookahead"], h_graph["val_loss_lookahead"],
+                               rtol=1e-4)
+    assert h_xla["hypergrad_norm"][0] > 0
+
+
+def test_logged_metrics_and_evaluation_without_augmentation():
+    model = dabo_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, metrics=["accuracy"],
+                  jit_compile=False)
+    set_augmenter(model, 0.3)
+    x, y = batch(16)
+    history = model.fit(stream(), epochs=1, verbose=0,
+                        validation_data=tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
+    logs = history.history
+    for key in ("loss", "accuracy", "val_loss_lookahead", "hypergrad_norm", "skipped_steps",
+                "aug_rotate_deg", "aug_brightness", "val_loss", "val_accuracy"):
+        assert key in logs, key
+    assert "val_hypergrad_norm" not in logs
+    # evaluate/predict use the classifier alone, without augmentation.
+    np.testing.assert_allclose(model.predict(x, verbose=0),
+                               model.classifier.predict(x, verbose=0), atol=1e-6)
+    model.classifier.compile(loss=LOSS, metrics=["accuracy"])
+    np.testing.assert_allclose(model.evaluate(x, y, verbose=0),
+                               model.classifier.evaluate(x, y, verbose=0), rtol=1e-5)
+
+
+def test_augmenter_update_every_k_steps():
+    model = dabo_model(augmenter_update_every=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS,
+                  augmenter_optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
+    (x, y), (xv, yv) = batch(), batch(seed=1)
+    snapshots = []
+    for _ in range(4):
+        snapshots.append([w.numpy().copy() for w in model.augmenter.trainable_weights])
+        model.train_on_batch(((x, y), (xv, yv)))
+    snapshots.append([w.numpy().copy() for w in model.augmenter.trainable_weights])
+    changed = [any(np.abs(a - b).max() > 0 for a, b in zip(s0, s1))
+               for s0, s1 in zip(snapshots, snapshots[1:])]
+    assert changed == [True, False, True, False]
+
+
+def test_non_finite_step_is_skipped_and_counted():
+    model = dabo_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False)
+    (x, y), (xv, yv) = batch(), batch(seed=1)
+    before = [w.numpy() for w in model.weights if "seed_generator" not in w.path
+              and "iteration" not in w.path]
+    xv_bad = xv.copy()
+    xv_bad[0, 0, 0, 0] = np.nan
+    logs = model.train_on_batch(((x, y), (xv_bad, yv)), return_dict=True)
+    assert logs["skipped_steps"] == 1.0
+    after = [w.numpy() for w in model.weights if "seed_generator" not in w.path
+             and "iteration" not in w.path]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    logs = model.train_on_batch(((x, y), (xv, yv)), return_dict=True)  # resets metrics
+    assert logs["skipped_steps"] == 0.0 and np.isfinite(logs["loss"])
+    assert any(np.abs(a - w.numpy()).max() > 0 for a, w in zip(
+        before, [w for w in model.weights if "seed_generator" not in w.path
+                 and "iteration" not in w.path]))
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = dabo_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS,
+                      augmenter_optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
+        if policy == "mixed_float16":
+            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        history = model.fit(stream(), epochs=2, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+        assert np.isfinite(history.history["val_loss_lookahead"]).all()
+        assert min(history.history["hypergrad_norm"]) > 0
+        assert all(np.abs(w.numpy()).max() > 0 for w in model.augmenter.trainable_weights)
+        assert all(w.dtype == "float32" for w in model.augmenter.trainable_weights)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_save_and_load_keras_file(tmp_path):
+    model = dabo_model(augmenter_update_every=3, inner_steps=2)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False)
+    model.fit(stream(), epochs=1, verbose=0)
+    path = tmp_path / "dabo.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, dabo_tf.DaboModel)
+    assert loaded.augmenter_update_every == 3 and loaded.inner_steps == 2
+    assert loaded.augmenter.policy() == model.augmenter.policy()
+    x, _ = batch()
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+
+
+DISTRIBUTED = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    sys.path.insert(0, {tests!r})
+    from test_bilevel import LOSS, dabo_model, stream, tiny_classifier
+
+    def run(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = dabo_model(tiny_classifier(batchnorm=False))
+            model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=LOSS,
+                          augmenter_optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
+        history = model.fit(stream(n=48, batch_size=16), epochs=2, verbose=0)
+        return {{"history": {{k: [float(v) for v in vs] for k, vs in history.history.items()}},
+                "augmenter": [w.numpy().tolist() for w in model.augmenter.trainable_weights],
+                "classifier": [w.numpy().tolist() for w in model.classifier.weights]}}
+
+    single = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+    print("RESULT" + json.dumps({{"single": single, "mirrored": mirrored}}))
+""")
+
+
+def test_mirrored_strategy_matches_single_device(tmp_path):
+    script = tmp_path / "distributed.py"
+    script.write_text(DISTRIBUTED.format(tests=os.path.dirname(__file__)))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    single, mirrored = result["single"], result["mirrored"]
+    for key in ("loss", "val_loss_lookahead", "hypergrad_norm"):
+        np.testing.assert_allclose(mirrored["history"][key], single["history"][key],
+                                   rtol=1e-4, err_msg=key)
+    for a, b in zip(mirrored["augmenter"], single["augmenter"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert max(np.abs(np.array(a)).max() for a in single["augmenter"]) > 1e-3
+    for a, b in zip(mirrored["classifier"], single["classifier"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
