@@ -83,7 +83,8 @@ class DaboModel(keras.Model):
             optimizer's current (scheduled) learning rate.
         inner_steps: unrolled inner steps. Defaults to 1, as in the paper.
         augmenter_update_every: update the augmenter every k-th step only; the steps in
-            between are plain training on augmented data (cheaper). Defaults to 1.
+            between are plain training on augmented data (cheaper). 0 freezes the augmenter
+            (plain training on data it augments). Defaults to 1.
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
@@ -119,8 +120,8 @@ class DaboModel(keras.Model):
         self.inner_steps = int(inner_steps)
         self.augmenter_update_every = int(augmenter_update_every)
         self.skip_non_finite = bool(skip_non_finite)
-        if self.augmenter_update_every < 1:
-            raise ValueError("augmenter_update_every must be >= 1. "
+        if self.augmenter_update_every < 0:
+            raise ValueError("augmenter_update_every must be >= 0. "
                              f"Received: augmenter_update_every={augmenter_update_every}")
         if not self.augmenter.built and classifier.built:
             self.augmenter.build(tuple(classifier.inputs[0].shape))
@@ -276,7 +277,9 @@ class DaboModel(keras.Model):
                 "TensorFlow cannot run cross-replica optimizer updates inside the tf.cond "
                 "that alternates the two kinds of step. Use augmenter_update_every=1. "
                 f"Received: augmenter_update_every={every}")
-        if every == 1:
+        if every == 0:
+            loss, logits = self._plain_update(x, y)
+        elif every == 1:
             loss, logits = self._bilevel_update(x, y, x_val, y_val)
         else:
             loss, logits = tf.cond(

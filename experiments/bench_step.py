@@ -1,0 +1,96 @@
+"""Benchmark: cost of a DABO training step relative to a plain step, with and without XLA.
+
+    python experiments/bench_step.py [--models small_cnn,resnet18] [--steps 8] [--batch 128]
+
+For each classifier (32x32x3 inputs, batch 128) and XLA setting, measures the median step
+time of (a) plain training on augmented data with the augmenter frozen, (b) DABO every step,
+(c) DABO every 2nd and every 4th step (`augmenter_update_every`), and the peak resident
+memory of each configuration (each runs in its own subprocess, so peaks don't mix). Prints
+ratios to (a) measured in the same run. Absolute times depend on the machine; the ratios
+are what to compare.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CONFIGS = [("plain (augmenter frozen)", 0), ("DABO every step", 1),
+           ("DABO every 2nd step", 2), ("DABO every 4th step", 4)]
+
+
+def measure(model_name, every, jit, steps, batch):
+    """Runs in a subprocess: median step time (s) and peak RSS (MiB) of one configuration."""
+    import keras
+    import tensorflow as tf
+
+    import dabo_tf
+    from dabo_tf import models
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int32)
+    one = tf.data.Dataset.from_tensors((x, y))
+    ds = tf.data.Dataset.zip((one, one)).repeat()
+    classifier = models.build_classifier(model_name, (32, 32, 3), 10, seed=0)
+    model = dabo_tf.DaboModel(classifier, dabo_tf.augment.build_augmenter(seed=0),
+                              augmenter_update_every=every)
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit)
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    warmup = 4  # compilation and the first steps of every kind of step
+    model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[Timer()])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step": float(np.median(times[warmup:])), "peak_mib": peak}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="small_cnn,resnet18")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--jit", default="0,1", help="XLA settings to run, e.g. '0,1'")
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._child:
+        model_name, every, jit = args._child.split(":")
+        print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
+                                           args.batch)))
+        return
+    print(f"batch {args.batch}, 32x32x3, median of {args.steps} steps after 4 warm-up steps")
+    print("| model | XLA | step | median step (s) | ratio to plain | peak RSS (MiB) |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for model_name in args.models.split(","):
+        for jit in args.jit.split(","):
+            base = None
+            for label, every in CONFIGS:
+                proc = subprocess.run(
+                    [sys.executable, __file__, f"--_child={model_name}:{every}:{jit}",
+                     f"--steps={args.steps}", f"--batch={args.batch}"],
+                    capture_output=True, text=True)
+                if proc.returncode:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    raise SystemExit(proc.returncode)
+                r = json.loads(proc.stdout.split("RESULT", 1)[1])
+                base = base or r["step"]
+                print(f"| {model_name} | {'on' if jit == '1' else 'off'} | {label} | "
+                      f"{r['step']:.3f} | {r['step'] / base:.2f}x | {r['peak_mib']:.0f} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
