@@ -22,6 +22,7 @@ import os
 import pathlib
 import sys
 import time
+import warnings
 
 from absl import app, flags, logging
 
@@ -199,7 +200,7 @@ def resolve_config():
     Returns:
         `(config, experiment name or None, output folder)`.
     """
-    from dabo_tf import train
+    from dabo_tf import recipe
 
     dataset_flag = FLAGS["dataset"].present
     experiment = FLAGS.experiment
@@ -214,7 +215,12 @@ def resolve_config():
     if FLAGS.resume and not output_dir:
         raise UserError("--resume needs --output_dir, the folder of the run to continue.")
     if FLAGS.resume and saved.is_file():
-        values = json.loads(saved.read_text())
+        try:
+            values = json.loads(saved.read_text())
+        except ValueError as e:
+            raise UserError(f"Cannot read {saved} ({e}); the run cannot be resumed. Start it "
+                            "again with --overwrite.") from None
+        experiment = None
     elif experiment is not None:
         try:
             values = experiments.get_config(experiment)
@@ -225,12 +231,16 @@ def resolve_config():
             values[name] = _flag_value(name)
     if "verbose" not in values or values["verbose"] is None:
         values["verbose"] = 1 if sys.stdout.isatty() else 2
-    config = train.config_from_dict(values)
+    config = recipe.config_from_dict(values)
     if not output_dir:
         name = experiments.parse_name(experiment)[0] if experiment else config.dataset
         name = name.replace("/", "_").replace(":", "_")
         output_dir = os.path.join("runs", f"{name}-{config.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
     return config, experiment, pathlib.Path(output_dir)
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    return f"run.py: warning: {message}\n"
 
 
 def _fail(message, code=2):
@@ -249,8 +259,11 @@ def main(argv):
     workdir = None
     try:
         config, experiment, workdir = resolve_config()
-        print(f"Run: experiment={experiment}, mode={config.mode}, dataset={config.dataset}, "
-              f"model={config.model}, epochs={config.epochs} -> {workdir}", flush=True)
+        source = (f"experiment={experiment}" if experiment else
+                  "settings from config.json" if FLAGS.resume else "no preset")
+        print(f"{'Resuming' if FLAGS.resume else 'Run'}: {source}, mode={config.mode}, "
+              f"dataset={config.dataset}, model={config.model}, epochs={config.epochs} "
+              f"-> {workdir}", flush=True)
         metrics = train.train_and_evaluate(config, workdir, resume=FLAGS.resume,
                                            overwrite=FLAGS.overwrite)
     except (UserError, train.ConfigError, data.DataUnavailableError) as e:
@@ -273,4 +286,5 @@ def _parse_flags(argv):
 
 
 if __name__ == "__main__":
+    warnings.formatwarning = _format_warning
     app.run(main, flags_parser=_parse_flags)

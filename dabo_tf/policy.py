@@ -107,16 +107,13 @@ def split_policy(policy: dict):
         lo, hi = float(entry["low"]), float(entry["high"])
         if op == "brightness" and "factor" in str(entry.get("unit", "")):
             op = "brightness_factor"
+        if op not in GEOMETRIC_OPS + COLOR_OPS:
+            raise ValueError(f"Unknown policy op. Expected one of {GEOMETRIC_OPS + COLOR_OPS}. "
+                             f"Received: op={op!r}")
         identity = _IDENTITY.get(op, 0.0)
         if lo == identity and hi == identity:
             continue
-        if op in GEOMETRIC_OPS:
-            geometric[op] = (lo, hi)
-        elif op in COLOR_OPS:
-            color[op] = (lo, hi)
-        else:
-            raise ValueError(f"Unknown policy op. Expected one of {GEOMETRIC_OPS + COLOR_OPS}. "
-                             f"Received: op={op!r}")
+        (geometric if op in GEOMETRIC_OPS else color)[op] = (lo, hi)
     return geometric, color
 
 
@@ -242,7 +239,7 @@ class FixedAffine(_FixedRanges):
             elif op != "flip":
                 kwargs[_WARP_ARGS[op]] = value
         matrices = warp.affine_matrix(h, w, **kwargs)
-        if "flip" in values:  # x -> (w - 1) - x on the output, before the warp
+        if "flip" in values:  # the image is flipped (x -> w - 1 - x), then warped
             sign = 1.0 - 2.0 * values["flip"]
             zeros, ones = tf.zeros_like(sign), tf.ones_like(sign)
             offset = (1.0 - sign) * 0.5 * (tf.cast(w, sign.dtype) - 1.0)

@@ -5,6 +5,7 @@
 * `plot_curves`: training and validation loss and accuracy, and the learned policy's
   scalars (`aug_*`), over epochs (`curves.png`).
 * `format_summary`: the one-screen text summary `run.py` prints at the end.
+* `sample_images`: a few images of different classes to show.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ def _show(ax, image):
         ax.imshow(image, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def sample_images(x, y, n: int = 6) -> np.ndarray:
+    """Up to `n` uint8 images of different classes (first of each), as float32 in `[0, 1]`."""
+    y = np.asarray(y)
+    first = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
+    idx = (first + [i for i in range(len(y)) if i not in set(first)])[:n]
+    return np.asarray(x)[idx].astype(np.float32) / 255.0
 
 
 def plot_augmentations(images, augment_fn: Optional[Callable], path, *,

@@ -120,7 +120,7 @@ def test_get_config_round_trip(tmp_path):
 
 def test_bad_policies():
     with pytest.raises(ValueError, match="Unknown policy op"):
-        P.split_policy(_policy(rotate=(0, 1)) | {"hue": {"low": 0, "high": 1}})
+        P.split_policy(_policy(rotate=(0, 1)) | {"hue": {"low": 0, "high": 0}})
     with pytest.raises(ValueError, match="low"):
         P.split_policy({"rotate": {"max": 3}})
     with pytest.raises(ValueError, match="> 0"):
@@ -145,6 +145,7 @@ def test_in_dataset_map_and_model():
     unbatched = tf.data.Dataset.from_tensor_slices(images).map(
         lambda x: front(x, training=True))
     assert next(iter(unbatched)).shape == (8, 8, 1)
+    assert front(tf.cast(images, tf.float16), training=True).dtype == tf.float16
     ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8).map(
         lambda x, y: (front(x, training=True), y))
     batch = next(iter(ds))[0]
@@ -160,3 +161,17 @@ def test_in_dataset_map_and_model():
     # Inference skips the front end: predictions are deterministic.
     np.testing.assert_array_equal(model.predict(images, verbose=0),
                                   model.predict(images, verbose=0))
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_fit_modes(mode):
+    images = _images(16, 8, 3)
+    front = P.policy_to_layers(P.policy_from_factors(rotate=15, brightness=0.1, saturation=0.2,
+                                                     flip=True), seed=0)
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(
+        keras.layers.GlobalAveragePooling2D()(front(inputs))))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  run_eagerly=mode == "eager", jit_compile=mode == "xla")
+    history = model.fit(images, np.arange(16) % 2, batch_size=8, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -200,3 +200,14 @@ def test_front_end_factory(tmp_path):
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(images, np.array([0, 1, 0, 1]), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_xla_matches_eager():
+    images = tf.constant(_uint8(28, 16, 3, low=0, high=256) / 255, tf.float32)
+    layer = T.TrivialAugment(seed=0)
+    n = tf.range(28)
+    t = {"op": n % 14, "level": n % 31, "sign": tf.where(n % 2 == 0, 1.0, -1.0)}
+    compiled = tf.function(lambda x: layer(x, training=True, transformation=t),
+                           jit_compile=True)
+    np.testing.assert_allclose(compiled(images), layer(images, training=True, transformation=t),
+                               atol=1e-6)
