@@ -65,7 +65,10 @@ flags.DEFINE_string(
     "if there is one (digits when no flag is given).")
 flags.DEFINE_enum("mode", _D.mode, MODES,
                   "dabo: learn the augmentation (DABO); none: no augmentation; hand: the fixed "
-                  "--hand_policy; tuner, compare, randaugment, trivialaugment: baselines.")
+                  "--hand_policy; tuner: Keras Tuner search over hand policies (--tuner, "
+                  "--trials) + retraining; randaugment, trivialaugment: zero-search baselines; "
+                  "frozen: retrain with a DABO policy frozen (--policy_path); compare: all of "
+                  "them side by side over --compare_seeds (comparison.md/.csv/.png).")
 flags.DEFINE_string("output_dir", None,
                     "Output folder. Defaults to runs/<experiment or dataset>-<mode>-<timestamp>."
                     " A folder holding a finished run (metrics.json) is never overwritten "
@@ -143,7 +146,13 @@ flags.DEFINE_list("pre_augmentation", list(_D.pre_augmentation),
 flags.DEFINE_list("hand_policy", list(_D.hand_policy),
                   "Ops of --mode=hand, in order: crop (pad 1/8 and random crop), flip, vflip, "
                   "rotate (+-15 deg), translate (+-10%), zoom (+-10%), contrast, brightness.")
-flags.DEFINE_string("tuner", _D.tuner, "Keras Tuner algorithm of --mode=tuner.")
+flags.DEFINE_string("policy_path", _D.policy_path,
+                    "policy.json of a DABO run (or its folder), for --mode=frozen.")
+flags.DEFINE_enum("tuner", _D.tuner, ["random", "bayesian", "hyperband"],
+                  "Keras Tuner algorithm of --mode=tuner. Distributed tuning: start one "
+                  "chief and several workers with Keras Tuner's KERASTUNER_TUNER_ID, "
+                  "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set; see "
+                  "dabo_tf/policy_search.py.")
 flags.DEFINE_integer("trials", _D.trials, "Trials of --mode=tuner.", lower_bound=1)
 flags.DEFINE_integer("randaugment_num_ops", _D.randaugment_num_ops,
                      "Ops per image of --mode=randaugment.", lower_bound=0)
@@ -264,6 +273,15 @@ def main(argv):
         print(f"{'Resuming' if FLAGS.resume else 'Run'}: {source}, mode={config.mode}, "
               f"dataset={config.dataset}, model={config.model}, epochs={config.epochs} "
               f"-> {workdir}", flush=True)
+        if config.mode == "compare":
+            from dabo_tf import compare, rundir
+
+            rundir.check_workdir(workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
+            rows = compare.run_comparison(config, workdir)
+            print(compare.format_table(rows))
+            print(f"Comparison written to {workdir}/comparison.md, comparison.csv and "
+                  "comparison.png", flush=True)
+            return
         metrics = train.train_and_evaluate(config, workdir, resume=FLAGS.resume,
                                            overwrite=FLAGS.overwrite)
     except (UserError, train.ConfigError, data.DataUnavailableError) as e:

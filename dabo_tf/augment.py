@@ -173,7 +173,8 @@ class LearnedAffine(_AugmentationLayer):
                              f"{list(AFFINE_OPS)}. Received: ops={ops}")
         if interpolation != "bilinear":
             raise ValueError("A learned warp needs interpolation='bilinear' (nearest has no "
-                             f"gradient in the transform). Received: interpolation={interpolation!r}")
+                             "gradient in the transform). "
+                             f"Received: interpolation={interpolation!r}")
         self.ops = ops
         self.projective = projective
         self.learn_mean = learn_mean
@@ -557,7 +558,7 @@ class Augmenter(_AugmentationLayer):
 
 
 def build_augmenter(kind: str = "distribution", *, color: bool = False, projective=False,
-                    fill_mode="reflect", seed=None):
+                    fill_mode="reflect", fill_value=0.0, identity_init=True, seed=None):
     """Named augmenter configurations.
 
     Args:
@@ -565,16 +566,20 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, projecti
             `"network"` (the paper's noise MLP).
         color: add learned colour jitter.
         projective: add the projective terms (distribution augmenter only).
-        fill_mode: how the warp fills outside the image.
+        fill_mode, fill_value: how the warp fills outside the image.
+        identity_init: start the network augmenter near the identity (False: the paper's
+            random start around it). The distribution augmenter always starts at identity.
         seed: base seed.
     """
     if kind == "distribution":
-        layers = [LearnedAffine(projective=projective, fill_mode=fill_mode, seed=seed)]
+        layers = [LearnedAffine(projective=projective, fill_mode=fill_mode,
+                                fill_value=fill_value, seed=seed)]
         if color:
             layers.append(LearnedColor(seed=None if seed is None else seed + 1))
         return Augmenter(layers, name="augmenter")
     if kind == "network":
-        return Augmenter([NoiseAugmenter(color=color, fill_mode=fill_mode, seed=seed)],
+        return Augmenter([NoiseAugmenter(color=color, fill_mode=fill_mode, fill_value=fill_value,
+                                         identity_init=identity_init, seed=seed)],
                          name="augmenter")
     raise ValueError("Unknown augmenter kind. Expected 'distribution' or 'network'. "
                      f"Received: kind={kind!r}")

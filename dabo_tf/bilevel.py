@@ -153,14 +153,15 @@ def replica_all_reduce_sum():
 def run_if(pred, fn, *args):
     """Runs `fn(*args)` only when `pred` holds (exactly on one replica).
 
-    On one replica this is a `tf.cond`. With several replicas TensorFlow cannot run the
-    cross-replica synchronisation of optimizer updates inside a `tf.cond` reliably, so `fn`
+    Without a distribution strategy this is a `tf.cond`. Under `MirroredStrategy` (even
+    with one replica) TensorFlow cannot run the cross-replica synchronisation of optimizer
+    updates inside a `tf.cond` in replica context, so `fn`
     always runs, with every floating argument replaced by zeros where `pred` is false: a
     skipped step applies zero gradients, and weights never receive a non-finite value (a
     momentum optimizer still moves by its momentum). `pred` must agree on all replicas.
     """
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
+    if (not tf.distribute.has_strategy()
+            or isinstance(tf.distribute.get_strategy(), tf.distribute.OneDeviceStrategy)):
         tf.cond(pred, lambda: fn(*args), lambda: None)
         return
     args = tf.nest.map_structure(

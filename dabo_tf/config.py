@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-MODES = ("dabo", "none", "hand", "tuner", "compare", "randaugment", "trivialaugment")
+MODES = ("dabo", "none", "hand", "tuner", "compare", "randaugment", "trivialaugment", "frozen")
 
 
 @dataclasses.dataclass
@@ -49,6 +49,8 @@ class Config:
     hand_policy: tuple = ("crop", "flip")
     # Hand ops applied before the learned augmenter in mode "dabo" (the paper: flip on CIFAR).
     pre_augmentation: tuple = ()
+    # A learned policy frozen into fixed augmentation layers (mode="frozen").
+    policy_path: Optional[str] = None
     # Zero-search baselines.
     randaugment_num_ops: int = 2
     randaugment_factor: float = 0.5

@@ -91,7 +91,7 @@ class DaboModel(keras.Model):
             metric counts it. Under a `LossScaleOptimizer` (mixed_float16) the classifier
             gradients are always handed to it, since it skips and lowers its scale itself.
 
-    Logged metrics: `loss`, compiled metrics (on augmented training data), `val_loss_lookahead`
+    Logged metrics: `loss`, compiled metrics (on augmented training data), `lookahead_val_loss`
     (validation loss at w'), `hypergrad_norm`, `skipped_steps`, and `aug_*` policy scalars.
 
     Example:
@@ -125,7 +125,7 @@ class DaboModel(keras.Model):
                              f"Received: augmenter_update_every={augmenter_update_every}")
         if not self.augmenter.built and classifier.built:
             self.augmenter.build(tuple(classifier.inputs[0].shape))
-        self.val_loss_tracker = keras.metrics.Mean(name="val_loss_lookahead")
+        self.val_loss_tracker = keras.metrics.Mean(name="lookahead_val_loss")
         self.hypergrad_norm_tracker = keras.metrics.Mean(name="hypergrad_norm")
         self.skipped_tracker = keras.metrics.Sum(name="skipped_steps")
         self.policy_trackers = {name: Latest(name) for name in self.augmenter.policy_scalars()}
@@ -139,6 +139,11 @@ class DaboModel(keras.Model):
                 `keras.optimizers.Adam(1e-3)`.
         """
         super().compile(optimizer=optimizer, **kwargs)
+        # Build the classifier's optimizer on the classifier's weights only (Keras would build
+        # it on every trainable variable, augmenter included, which also breaks restoring
+        # its state with BackupAndRestore).
+        if self.classifier.trainable_variables and not self.optimizer.built:
+            self.optimizer.build(self.classifier.trainable_variables)
         self.augmenter_optimizer = keras.optimizers.get(augmenter_optimizer or
                                                         keras.optimizers.Adam(1e-3))
         if self.augmenter.trainable_variables and not self.augmenter_optimizer.built:

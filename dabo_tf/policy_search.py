@@ -48,11 +48,10 @@ import time
 import keras
 import keras_tuner
 import tensorflow as tf
-from tensorflow.python.framework import ops as tf_ops
 
 from dabo_tf import data, models
 from dabo_tf.policy import policy_from_factors, policy_to_layers
-from dabo_tf.recipe import make_optimizer, resolve_jit_compile
+from dabo_tf.recipe import make_optimizer, release_traced_gradients, resolve_jit_compile
 
 # factor -> (policy ops it drives, default maximum, step)
 FACTORS = {
@@ -166,30 +165,6 @@ class AugmentationHyperModel(keras_tuner.HyperModel):
         finally:
             args = kwargs = None  # drop the pipelines before the next trial
             gc.collect()
-
-
-@contextlib.contextmanager
-def release_traced_gradients():
-    """Unregisters, on exit, the gradient functions registered by graphs traced inside.
-
-    Each time a `tf.custom_gradient` function is traced into a graph, TensorFlow registers its
-    gradient under a fresh name in a process-global registry and never removes it. Keras'
-    optimizer all-reduces gradients through one (`ReplicaContext.all_reduce`) in every train
-    step it traces, so the registry would keep every trial's traced train graph alive. The
-    entries are only read while tracing, so dropping those of a finished training is safe.
-    Together with the eager metric and optimizer build in `build_model`, this removes a
-    growth of about 15 MB per trial (`tiny_cnn`; more for bigger graphs). Uses a private
-    TensorFlow registry; does nothing where it is missing.
-    """
-    registry = getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", None)
-    before = set(registry) if isinstance(registry, dict) else None
-    try:
-        yield
-    finally:
-        if before is not None:
-            for name in [k for k in registry if k not in before]:
-                if name.startswith("CustomGradient-"):
-                    registry.pop(name, None)
 
 
 def _is_distributed_worker() -> bool:

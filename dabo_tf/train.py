@@ -38,10 +38,11 @@ from dabo_tf.recipe import (
     make_augmenter_optimizer,
     make_optimizer,
     make_strategy,
+    release_traced_gradients,
     resolve_jit_compile,
 )
 
-MODE_MODULES = ("dabo_tf.policy_search", "dabo_tf.trivial_augment")
+MODE_MODULES = ("dabo_tf.baselines",)
 """Modules imported on demand when `config.mode` has no runner yet (they register theirs)."""
 
 
@@ -177,9 +178,10 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
             run_callbacks.append(AugmentedImageSummary(str(workdir / "logs" / "augmentations"),
                                                        images, augment_fn))
     val_ds = _eval_pipeline(splits.x_val, splits.y_val, config) if len(splits.y_val) else None
-    fit_history = model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
-                            callbacks=run_callbacks + list(callbacks or []),
-                            verbose=config.verbose, shuffle=False)
+    with release_traced_gradients():  # no memory growth over many trainings in a process
+        fit_history = model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
+                                callbacks=run_callbacks + list(callbacks or []),
+                                verbose=config.verbose, shuffle=False)
     history = rundir.read_history(workdir / "history.csv") if workdir is not None else {
         "epoch": list(fit_history.epoch), **fit_history.history}
     test = model.evaluate(_eval_pipeline(splits.x_test, splits.y_test, config),
@@ -229,8 +231,11 @@ def fit_classifier(config: Config, splits: data.DataSplits, augmentation=None, w
     classifier = build_classifier(config, splits)
     classifier.compile(optimizer=make_optimizer(config, steps),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                       metrics=["accuracy"], jit_compile=bool(resolve_jit_compile(config)),
+                       metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                       jit_compile=bool(resolve_jit_compile(config)),
                        steps_per_execution=config.steps_per_execution)
+    # Built now, eagerly, not inside the traced step (which would keep the graph alive).
+    classifier.optimizer.build(classifier.trainable_variables)
     history, metrics = fit_and_evaluate(classifier, config, splits,
                                         train_pipeline(config, splits, augment_fn), workdir,
                                         callbacks, augment_fn)
@@ -275,11 +280,9 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
     model.compile(optimizer=make_optimizer(config, steps),
                   augmenter_optimizer=make_augmenter_optimizer(config),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=bool(resolve_jit_compile(config)),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=bool(resolve_jit_compile(config)),
                   steps_per_execution=config.steps_per_execution)
-    # Build the classifier optimizer on the classifier's weights now: BackupAndRestore would
-    # otherwise build it on all trainable weights (augmenter's included) and fail to restore.
-    model.optimizer.build(classifier.trainable_variables)
     val_batch = min(config.batch_size, splits.sizes["val"])
     if val_batch < 1:
         raise ConfigError("mode dabo needs validation images: set val_fraction > 0 or give "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-PRESETS = ("digits", "cifar10", "cifar100", "bach", "tiny_imagenet")
+PRESETS = ("digits", "cifar10", "cifar100", "bach", "tiny_imagenet", "compare")
 VARIANTS = (None, "smoke")
 
 SMOKE = dict(image_size=16, model="tiny_cnn", epochs=2, batch_size=32, train_size=160)

@@ -155,7 +155,7 @@ def test_jit_compile_matches_eager_graph():
     for a, b in zip(xla, graph):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(h_xla["loss"], h_graph["loss"], rtol=1e-4)
-    np.testing.assert_allclose(h_xla["val_loss_lookahead"], h_graph["val_loss_lookahead"],
+    np.testing.assert_allclose(h_xla["lookahead_val_loss"], h_graph["lookahead_val_loss"],
                                rtol=1e-4)
     assert h_xla["hypergrad_norm"][0] > 0
 
@@ -169,7 +169,7 @@ def test_logged_metrics_and_evaluation_without_augmentation():
     history = model.fit(stream(), epochs=1, verbose=0,
                         validation_data=tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
     logs = history.history
-    for key in ("loss", "accuracy", "val_loss_lookahead", "hypergrad_norm", "skipped_steps",
+    for key in ("loss", "accuracy", "lookahead_val_loss", "hypergrad_norm", "skipped_steps",
                 "aug_rotate_deg", "aug_brightness", "val_loss", "val_accuracy"):
         assert key in logs, key
     assert "val_hypergrad_norm" not in logs
@@ -228,7 +228,7 @@ def test_mixed_precision(policy):
             assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         history = model.fit(stream(), epochs=2, verbose=0)
         assert np.isfinite(history.history["loss"]).all()
-        assert np.isfinite(history.history["val_loss_lookahead"]).all()
+        assert np.isfinite(history.history["lookahead_val_loss"]).all()
         assert min(history.history["hypergrad_norm"]) > 0
         assert all(np.abs(w.numpy()).max() > 0 for w in model.augmenter.trainable_weights)
         assert all(w.dtype == "float32" for w in model.augmenter.trainable_weights)
@@ -288,7 +288,7 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     import json
     result = json.loads(proc.stdout.split("RESULT", 1)[1])
     single, mirrored = result["single"], result["mirrored"]
-    for key in ("loss", "val_loss_lookahead", "hypergrad_norm"):
+    for key in ("loss", "lookahead_val_loss", "hypergrad_norm"):
         np.testing.assert_allclose(mirrored["history"][key], single["history"][key],
                                    rtol=1e-4, err_msg=key)
     for a, b in zip(mirrored["augmenter"], single["augmenter"]):
