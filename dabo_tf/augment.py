@@ -128,9 +128,12 @@ class _AugmentationLayer(keras.layers.Layer):
         images = tf.convert_to_tensor(images)
         if not training:
             return images
+        unbatched = images.shape.rank == 3  # one image, e.g. in tf.data before batching
+        batch = images[None] if unbatched else images
         if transformation is None:
-            transformation = self.get_random_transformation(images)
-        return self.transform_images(images, transformation)
+            transformation = self.get_random_transformation(batch)
+        out = self.transform_images(batch, transformation)
+        return out[0] if unbatched else out
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -139,8 +142,27 @@ class _AugmentationLayer(keras.layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
+class _LearnedDistribution(_AugmentationLayer):
+    """Per-op uniform distributions `mean + magnitude * U(-1, 1)` with trainable parameters."""
+
+    def _add_distribution_weights(self):
+        n = len(self.ops)
+        self.magnitude = self.add_weight(
+            name="magnitude", shape=(n,), dtype=self.variable_dtype,
+            initializer=keras.initializers.Constant(self.init_magnitude))
+        self.mean = self.add_weight(name="mean", shape=(n,), dtype=self.variable_dtype,
+                                    initializer="zeros", trainable=self.learn_mean)
+
+    def get_random_transformation(self, images):
+        return {"noise": self.uniform_noise((tf.shape(images)[0], len(self.ops)))}
+
+    def op_values(self, transformation):
+        """Reparameterisation: `[N, n_ops]` op parameters (internal units) from the noise."""
+        return self.mean[None, :] + self.magnitude[None, :] * transformation["noise"]
+
+
 @_register
-class LearnedAffine(_AugmentationLayer):
+class LearnedAffine(_LearnedDistribution):
     """Learned distribution over affine (optionally projective) warps.
 
     Each op's parameter is sampled per image as `mean + magnitude * u`, `u ~ U(-1, 1)`, with
@@ -184,22 +206,8 @@ class LearnedAffine(_AugmentationLayer):
         self.fill_value = fill_value
 
     def build(self, input_shape=None):
-        n = len(self.ops)
-        self.magnitude = self.add_weight(
-            name="magnitude", shape=(n,), dtype=self.variable_dtype,
-            initializer=keras.initializers.Constant(self.init_magnitude))
-        self.mean = self.add_weight(name="mean", shape=(n,), dtype=self.variable_dtype,
-                                    initializer="zeros", trainable=self.learn_mean)
+        self._add_distribution_weights()
         self.built = True
-
-    def get_random_transformation(self, images):
-        n = tf.shape(images)[0]
-        noise = self.uniform_noise((n, len(self.ops)))
-        return {"noise": noise}
-
-    def op_values(self, transformation):
-        """Reparameterisation: `[N, n_ops]` op parameters (internal units) from the noise."""
-        return self.mean[None, :] + self.magnitude[None, :] * transformation["noise"]
 
     def matrices(self, images, transformation):
         """`[N, 3, 3]` output-to-input matrices of the sampled transforms."""
@@ -278,7 +286,7 @@ def adjust_color(images, brightness=None, contrast=None, saturation=None):
 
 
 @_register
-class LearnedColor(_AugmentationLayer):
+class LearnedColor(_LearnedDistribution):
     """Learned distribution over colour jitter: brightness, contrast, saturation.
 
     Sampled per image as `mean + magnitude * u`, `u ~ U(-1, 1)`, starting at zero (identity).
@@ -309,21 +317,8 @@ class LearnedColor(_AugmentationLayer):
     def build(self, input_shape=None):
         channels = None if input_shape is None else input_shape[-1]
         self.ops = tuple(o for o in self.requested_ops if not (o == "saturation" and channels != 3))
-        n = len(self.ops)
-        self.magnitude = self.add_weight(
-            name="magnitude", shape=(n,), dtype=self.variable_dtype,
-            initializer=keras.initializers.Constant(self.init_magnitude))
-        self.mean = self.add_weight(name="mean", shape=(n,), dtype=self.variable_dtype,
-                                    initializer="zeros", trainable=self.learn_mean)
+        self._add_distribution_weights()
         self.built = True
-
-    def get_random_transformation(self, images):
-        n = tf.shape(images)[0]
-        noise = self.uniform_noise((n, len(self.ops)))
-        return {"noise": noise}
-
-    def op_values(self, transformation):
-        return self.mean[None, :] + self.magnitude[None, :] * transformation["noise"]
 
     def transform_images(self, images, transformation):
         if not self.ops:

@@ -325,6 +325,20 @@ class DaboModel(keras.Model):
     # ----------------------------------------------------------------------------------
     # Serialisation.
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and getattr(self, "augmenter_optimizer", None) is not None:
+            config["augmenter_optimizer"] = keras.saving.serialize_keras_object(
+                self.augmenter_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles a loaded model as it was saved (both optimizers, loss, metrics)."""
+        from keras.src.saving import serialization_lib
+
+        config = serialization_lib.deserialize_keras_object(config)
+        self.compile(**config)
+
     def get_config(self):
         return {
             "classifier": keras.saving.serialize_keras_object(self.classifier),

@@ -152,14 +152,9 @@ class _FixedRanges(augment._AugmentationLayer):
         self.ops = tuple(op for op in self.KNOWN_OPS if op in self.ranges)
 
     def call(self, images, training=None, transformation=None):
-        if not training or not self.ops:
+        if not self.ops:
             return images
-        unbatched = images.shape.rank == 3
-        x = images[None] if unbatched else images
-        if transformation is None:
-            transformation = self.get_random_transformation(x)
-        out = self.transform_images(x, transformation)
-        return out[0] if unbatched else out
+        return super().call(images, training=training, transformation=transformation)
 
     def get_random_transformation(self, images):
         """`{"noise": [N, n_ops]}` uniform in [0, 1) from the layer's `SeedGenerator`."""

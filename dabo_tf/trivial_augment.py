@@ -171,16 +171,6 @@ class TrivialAugment(augment._AugmentationLayer):
         self.fill_mode = fill_mode
         self.fill_value = float(fill_value)
 
-    def call(self, images, training=None, transformation=None):
-        if not training:
-            return images
-        unbatched = images.shape.rank == 3
-        x = images[None] if unbatched else images
-        if transformation is None:
-            transformation = self.get_random_transformation(x)
-        out = self.transform_images(x, transformation)
-        return out[0] if unbatched else out
-
     def get_random_transformation(self, images):
         """Per image: `op` (index into `self.ops`), `level` (0..bins-1), `sign` (+-1)."""
         u = self.uniform_noise((tf.shape(images)[0], 3), 0.0, 1.0)

@@ -249,6 +249,8 @@ def test_save_and_load_keras_file(tmp_path):
     x, _ = batch()
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-6)
+    assert loaded.compiled and loaded.augmenter_optimizer is not None
+    loaded.fit(stream(), epochs=1, verbose=0)  # trains on after loading
 
 
 DISTRIBUTED = textwrap.dedent("""
