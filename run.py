@@ -122,6 +122,9 @@ flags.DEFINE_enum("augmenter", _D.augmenter, ["distribution", "network"],
 flags.DEFINE_bool("augmenter_color", _D.augmenter_color, "Also learn colour jitter.")
 flags.DEFINE_bool("augmenter_projective", _D.augmenter_projective,
                   "Also learn projective (perspective) terms (distribution augmenter).")
+flags.DEFINE_bool("augmenter_learn_mean", _D.augmenter_learn_mean,
+                  "Distribution augmenter: learn a mean (bias) per op besides its magnitude "
+                  "(--noaugmenter_learn_mean keeps each op's distribution centred on identity).")
 flags.DEFINE_bool("augmenter_identity_init", _D.augmenter_identity_init,
                   "Network augmenter: start near the identity (the paper starts random around "
                   "it: --noaugmenter_identity_init).")

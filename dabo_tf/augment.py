@@ -553,7 +553,8 @@ class Augmenter(_AugmentationLayer):
 
 
 def build_augmenter(kind: str = "distribution", *, color: bool = False, projective=False,
-                    fill_mode="reflect", fill_value=0.0, identity_init=True, seed=None):
+                    fill_mode="reflect", fill_value=0.0, identity_init=True, learn_mean=True,
+                    seed=None):
     """Named augmenter configurations.
 
     Args:
@@ -564,13 +565,16 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, projecti
         fill_mode, fill_value: how the warp fills outside the image.
         identity_init: start the network augmenter near the identity (False: the paper's
             random start around it). The distribution augmenter always starts at identity.
+        learn_mean: the distribution augmenter learns a mean (bias) per op besides its
+            magnitude; False keeps every distribution centred on the identity.
         seed: base seed.
     """
     if kind == "distribution":
         layers = [LearnedAffine(projective=projective, fill_mode=fill_mode,
-                                fill_value=fill_value, seed=seed)]
+                                fill_value=fill_value, learn_mean=learn_mean, seed=seed)]
         if color:
-            layers.append(LearnedColor(seed=None if seed is None else seed + 1))
+            layers.append(LearnedColor(learn_mean=learn_mean,
+                                       seed=None if seed is None else seed + 1))
         return Augmenter(layers, name="augmenter")
     if kind == "network":
         return Augmenter([NoiseAugmenter(color=color, fill_mode=fill_mode, fill_value=fill_value,

@@ -40,6 +40,7 @@ class Config:
     augmenter_optimizer: str = "adam"  # "adam" or "sgd" (momentum 0.9, as the paper)
     augmenter_lr: float = 0.01
     augmenter_weight_decay: float = 0.0
+    augmenter_learn_mean: bool = True  # distribution augmenter: learn a mean per op
     augmenter_identity_init: bool = True  # network augmenter: start near identity (paper: False)
     inner_lr: Optional[float] = None  # None: the classifier's current learning rate
     inner_steps: int = 1

@@ -265,15 +265,12 @@ def as_augment_fn(augmentation) -> Optional[Callable]:
 
 def build_learned_augmenter(config: Config) -> augment.Augmenter:
     """The DABO augmenter of `config` (`augmenter`, `augmenter_color`, ...)."""
-    seed = config.seed + 1000
-    if config.augmenter == "network" and not config.augmenter_identity_init:
-        # `augment.build_augmenter` has no identity_init argument: build the paper's network.
-        return augment.Augmenter([augment.NoiseAugmenter(
-            color=config.augmenter_color, identity_init=False, fill_mode=config.fill_mode,
-            seed=seed)], name="augmenter")
     return augment.build_augmenter(config.augmenter, color=config.augmenter_color,
                                    projective=config.augmenter_projective,
-                                   fill_mode=config.fill_mode, seed=seed)
+                                   fill_mode=config.fill_mode,
+                                   identity_init=config.augmenter_identity_init,
+                                   learn_mean=config.augmenter_learn_mean,
+                                   seed=config.seed + 1000)
 
 
 @contextlib.contextmanager

@@ -192,3 +192,15 @@ def test_works_in_tf_data_and_exported_names():
     assert dabo_tf.LearnedAffine is augment.LearnedAffine
     assert dabo_tf.Augmenter is augment.Augmenter
     assert dabo_tf.LearnedColor is augment.LearnedColor
+
+
+def test_build_augmenter_options():
+    symmetric = augment.build_augmenter(learn_mean=False, color=True, seed=0)
+    symmetric.build((None, 8, 8, 3))
+    assert [w.name for w in symmetric.trainable_weights] == ["magnitude", "magnitude"]
+    network = augment.build_augmenter("network", identity_init=False, seed=0)
+    network.build((None, 8, 8, 3))
+    images = tf.random.uniform((4, 8, 8, 3))
+    assert np.abs(network(images, training=True) - images).numpy().max() > 0.05
+    with pytest.raises(ValueError, match="kind"):
+        augment.build_augmenter("gan")
