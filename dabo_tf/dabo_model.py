@@ -84,7 +84,10 @@ class DaboModel(keras.Model):
         inner_steps: unrolled inner steps. Defaults to 1, as in the paper.
         augmenter_update_every: update the augmenter every k-th step only; the steps in
             between are plain training on augmented data (cheaper). 0 freezes the augmenter
-            (plain training on data it augments). Defaults to 1.
+            (plain training on data it augments). Defaults to 1. With k > 1 the step is a
+            `tf.cond` between the two kinds of step; on CPU, XLA runs the convolutions inside
+            it very slowly (measured 55x a plain step with `small_cnn`), so prefer
+            `jit_compile=False` there (1.9x a plain step for k = 2).
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
