@@ -2,20 +2,10 @@
 
 import numpy as np
 import pytest
+from figures import assert_png
 from PIL import Image
 
 from dabo_tf import report
-
-
-def _assert_png(path, min_width=200, min_height=100):
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    with Image.open(path) as img:
-        img.verify()
-    with Image.open(path) as img:
-        assert img.width >= min_width and img.height >= min_height
-        # Not a blank canvas: the figure has drawn content.
-        assert np.asarray(img.convert("L")).std() > 5
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -31,7 +21,7 @@ def test_plot_augmentations_grid(tmp_path, channels):
     path = report.plot_augmentations(images, augment, tmp_path / "aug.png", num_augmentations=3,
                                      title="test")
     assert len(calls) == 3  # one fresh draw per column
-    _assert_png(path)
+    assert_png(path)
     wider = report.plot_augmentations(images, augment, tmp_path / "wide.png",
                                       num_augmentations=7)
     with Image.open(path) as a, Image.open(wider) as b:
@@ -40,7 +30,7 @@ def test_plot_augmentations_grid(tmp_path, channels):
 
 def test_plot_augmentations_without_augmentation(tmp_path):
     images = np.random.default_rng(0).random((3, 8, 8, 1)).astype(np.float32)
-    _assert_png(report.plot_augmentations(images, None, tmp_path / "aug.png"), 50, 100)
+    assert_png(report.plot_augmentations(images, None, tmp_path / "aug.png"), 50, 100)
 
 
 def test_plot_curves_with_policy_panels(tmp_path):
@@ -48,7 +38,7 @@ def test_plot_curves_with_policy_panels(tmp_path):
                "accuracy": [0.2, 0.6, 0.8], "val_accuracy": [0.3, 0.5, 0.7],
                "aug_rotate_deg": [0.5, 2.0, 4.0], "aug_translate_x": [0.0, 0.01, 0.03]}
     path = report.plot_curves(history, tmp_path / "curves.png", title="digits")
-    _assert_png(path, 400, 300)
+    assert_png(path, 400, 300)
     plain = report.plot_curves({k: v for k, v in history.items() if not k.startswith("aug_")},
                                tmp_path / "plain.png")
     with Image.open(path) as a, Image.open(plain) as b:

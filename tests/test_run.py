@@ -12,10 +12,11 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from figures import assert_png  # noqa: E402
+
 import run  # noqa: E402
 
 TINY = ["--experiment=digits:smoke"]  # 16x16, tiny_cnn, 2 epochs, 128/32/539 images, batch 32
@@ -47,16 +48,6 @@ def _assert_user_error(proc, *fragments):
     assert lines[0].startswith("run.py: error: ")
     for fragment in fragments:
         assert fragment in lines[0]
-
-
-def _assert_png(path, min_width, min_height):
-    with open(path, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    with Image.open(path) as img:
-        img.verify()
-    with Image.open(path) as img:
-        assert img.width >= min_width and img.height >= min_height
-    assert os.path.getsize(path) > 5000
 
 
 def _tags(folder):
@@ -95,8 +86,8 @@ def check_run_dir(workdir, mode):
     assert (workdir / "classifier.keras").is_file()
     assert (workdir / "dabo.keras").is_file() == (mode == "dabo")
 
-    _assert_png(workdir / "augmentations.png", 100, 300)
-    _assert_png(workdir / "curves.png", 400, 200)
+    assert_png(workdir / "augmentations.png", 100, 300, min_bytes=5000)
+    assert_png(workdir / "curves.png", 400, 200, min_bytes=5000)
     with open(workdir / "history.csv") as f:
         assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1"]
 
