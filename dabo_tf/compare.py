@@ -54,7 +54,7 @@ def _run_one(config: Config, method: str, seed: int, workdir: pathlib.Path) -> d
     return train.train_and_evaluate(config.replace(**changes), sub, resume=sub.exists())
 
 
-def _cost(metrics: dict, method: str) -> tuple:
+def _cost(metrics: dict) -> tuple:
     images = metrics.get("images_processed")
     if images is None:
         images = metrics["epochs"] * metrics["data_sizes"]["train"]
@@ -66,7 +66,7 @@ def summarise(runs: dict) -> list:
     rows = []
     for method, seeds in runs.items():
         acc = np.array([m["test_accuracy"] for m in seeds])
-        costs = np.array([_cost(m, method) for m in seeds], dtype=float)
+        costs = np.array([_cost(m) for m in seeds], dtype=float)
         rows.append({
             "method": method,
             "seeds": len(seeds),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import keras
 import tensorflow as tf
 from keras.src.losses import loss as _loss_module
@@ -33,8 +35,6 @@ def use_exact_batchnorm_moments(model):
     `stop_gradient`. Applied per layer instance; masked and synchronized BatchNorm keep
     Keras' own moments.
     """
-    import types
-
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer._moments = types.MethodType(_exact_moments, layer)

@@ -102,8 +102,6 @@ def projective_warp(
     in_dtype = images.dtype
     cdtype = _coordinate_dtype(images, transforms)
     work = images if in_dtype in (tf.float32, tf.float64) else tf.cast(images, tf.float32)
-    if in_dtype == tf.float64:
-        cdtype = tf.float64
     transforms = tf.cast(transforms, cdtype)
 
     shape = tf.shape(images)
