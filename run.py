@@ -140,6 +140,10 @@ flags.DEFINE_integer("inner_steps", _D.inner_steps, "Unrolled inner steps (the p
                      lower_bound=1)
 flags.DEFINE_integer("augmenter_update_every", _D.augmenter_update_every,
                      "Update the augmenter every k-th step only (cheaper).", lower_bound=1)
+flags.DEFINE_integer("val_batch_size", _D.val_batch_size,
+                     "Validation batch of DABO's look-ahead loss. Default: --batch_size (the "
+                     "paper). Smaller is cheaper: the look-ahead pass is about 3 of a step's "
+                     "10 units of work.", lower_bound=1)
 flags.DEFINE_enum("fill_mode", _D.fill_mode, ["reflect", "wrap", "constant", "nearest"],
                   "How the learned warp fills pixels from outside the image.")
 flags.DEFINE_list("pre_augmentation", list(_D.pre_augmentation),

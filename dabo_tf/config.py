@@ -45,6 +45,7 @@ class Config:
     inner_lr: Optional[float] = None  # None: the classifier's current learning rate
     inner_steps: int = 1
     augmenter_update_every: int = 1
+    val_batch_size: Optional[int] = None  # look-ahead validation batch; None: batch_size
     fill_mode: str = "reflect"
     # Hand-written policy (mode="hand"): ops applied with fixed strengths.
     hand_policy: tuple = ("crop", "flip")

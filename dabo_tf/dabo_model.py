@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import types
 
 import keras
@@ -14,8 +16,27 @@ from dabo_tf.augment import Augmenter
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
 
 
-def _exact_moments(layer, inputs, mask):
-    if mask is not None or layer.synchronized:
+_second_order = threading.local()
+
+
+@contextlib.contextmanager
+def exact_batchnorm_moments():
+    """Within this context, layers prepared by `use_exact_batchnorm_moments` use exact moments.
+
+    Only the training pass that the hypergradient differentiates twice needs them; every
+    other pass (plain steps, the look-ahead validation pass, inference) keeps Keras' own.
+    The switch acts when a function is traced, which is when layers are called.
+    """
+    previous = getattr(_second_order, "active", False)
+    _second_order.active = True
+    try:
+        yield
+    finally:
+        _second_order.active = previous
+
+
+def _moments(layer, inputs, mask):
+    if not getattr(_second_order, "active", False) or mask is not None or layer.synchronized:
         return type(layer)._moments(layer, inputs, mask)
     axes = layer._reduction_axes
     mean = tf.reduce_mean(inputs, axis=axes)
@@ -31,13 +52,13 @@ def use_exact_batchnorm_moments(model):
     `stop_gradient(mean)`. That leaves first derivatives exact but drops terms of second
     derivatives, which the hypergradient needs (it differentiates the training gradient):
     measured against finite differences, the hypergradient of a model with BatchNorm was off
-    by up to 20% without this. The replacement computes the same values without the
-    `stop_gradient`. Applied per layer instance; masked and synchronized BatchNorm keep
-    Keras' own moments.
+    by up to 20% without this. Inside `exact_batchnorm_moments()` the layers compute the
+    same values without the `stop_gradient`; outside it they behave exactly as Keras'.
+    Applied per layer instance; masked and synchronized BatchNorm keep Keras' own moments.
     """
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer._moments = types.MethodType(_exact_moments, layer)
+            layer._moments = types.MethodType(_moments, layer)
     return model
 
 
@@ -85,9 +106,9 @@ class DaboModel(keras.Model):
         augmenter_update_every: update the augmenter every k-th step only; the steps in
             between are plain training on augmented data (cheaper). 0 freezes the augmenter
             (plain training on data it augments). Defaults to 1. With k > 1 the step is a
-            `tf.cond` between the two kinds of step; on CPU, XLA runs the convolutions inside
-            it very slowly (measured 55x a plain step with `small_cnn`), so prefer
-            `jit_compile=False` there (1.9x a plain step for k = 2).
+            `tf.cond` between the two kinds of step. Under `jit_compile=True` each kind is
+            compiled by XLA on its own and the `tf.cond` stays outside XLA: XLA's own
+            conditional ran the convolutions of its branches 50x slower on CPU.
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
@@ -152,6 +173,24 @@ class DaboModel(keras.Model):
         if self.augmenter.trainable_variables and not self.augmenter_optimizer.built:
             self.augmenter_optimizer.build(self.augmenter.trainable_variables)
 
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        self._xla_steps = None
+        if not (self.jit_compile and self.augmenter_update_every > 1 and not self.run_eagerly):
+            return super().make_train_function(force=force)
+        # Alternating kinds of step: compile each with XLA on its own and choose between
+        # them in the (not compiled) training function, rather than compiling one XLA
+        # program around a conditional.
+        self._xla_steps = (tf.function(self._bilevel_update, jit_compile=True),
+                           tf.function(self._plain_update, jit_compile=True))
+        self._jit_compile = False
+        try:
+            super().make_train_function(force=True)
+        finally:
+            self._jit_compile = True
+        return self.train_function
+
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)
 
@@ -203,8 +242,9 @@ class DaboModel(keras.Model):
             return self.augmenter(x, training=True, transformation=transformation)
 
         def train_loss(w, images):
-            logits, new_non_trainable = classifier.stateless_call(
-                w, non_trainable, images, training=True)
+            with exact_batchnorm_moments():  # this pass is differentiated twice
+                logits, new_non_trainable = classifier.stateless_call(
+                    w, non_trainable, images, training=True)
             return self._loss(y, logits), (logits, new_non_trainable)
 
         def val_loss(w):
@@ -290,10 +330,12 @@ class DaboModel(keras.Model):
         elif every == 1:
             loss, logits = self._bilevel_update(x, y, x_val, y_val)
         else:
+            bilevel_update, plain_update = (getattr(self, "_xla_steps", None)
+                                            or (self._bilevel_update, self._plain_update))
             loss, logits = tf.cond(
                 tf.equal(self.optimizer.iterations % every, 0),
-                lambda: self._bilevel_update(x, y, x_val, y_val),
-                lambda: self._plain_update(x, y))
+                lambda: bilevel_update(x, y, x_val, y_val),
+                lambda: plain_update(x, y))
 
         self._loss_tracker.update_state(
             _loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0])

@@ -456,7 +456,9 @@ def with_validation_stream(train_ds, val_ds):
         train_ds: batched training dataset of `(x, y)`.
         val_ds: batched validation dataset of `(x_val, y_val)`, best made with
             `make_pipeline(..., training=True)` so it reshuffles every pass and drops the
-            remainder; it is repeated indefinitely.
+            remainder; it is repeated indefinitely. Its batch may be smaller than the
+            training batch: the look-ahead validation pass is about 3 of the 10 units of
+            work of a DABO step, so half the batch saves about 15% of the step.
 
     Returns:
         `tf.data.Dataset` of `((x, y), (x_val, y_val))` with `train_ds`'s cardinality.

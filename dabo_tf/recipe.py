@@ -82,9 +82,10 @@ def check_config(config: Config) -> Config:
         value = getattr(config, name)
         fail(not isinstance(value, (int, np.integer)) or value < 1,
              f"{name} must be a positive integer", name)
-    fail(config.train_size is not None and (int(config.train_size) != config.train_size
-                                            or config.train_size < 1),
-         "train_size must be a positive integer or None", "train_size")
+    for name in ("train_size", "val_batch_size"):
+        value = getattr(config, name)
+        fail(value is not None and (int(value) != value or value < 1),
+             f"{name} must be a positive integer or None", name)
     fail(not 0.0 <= config.val_fraction < 1.0, "val_fraction must be in [0, 1)", "val_fraction")
     fail(config.mode == "dabo" and config.val_fraction <= 0 and config.dataset != "folder",
          "mode dabo needs a validation split: set val_fraction > 0", "val_fraction")

@@ -283,7 +283,7 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                   jit_compile=bool(resolve_jit_compile(config)),
                   steps_per_execution=config.steps_per_execution)
-    val_batch = min(config.batch_size, splits.sizes["val"])
+    val_batch = min(config.val_batch_size or config.batch_size, splits.sizes["val"])
     if val_batch < 1:
         raise ConfigError("mode dabo needs validation images: set val_fraction > 0 or give "
                           "the folder a val/ split. Received: val_fraction="

@@ -5,10 +5,18 @@
 For each classifier (32x32x3 inputs, batch 128) and XLA setting, measures the mean step
 time (over a whole number of k-step cycles, so alternating schedules are amortised
 correctly) of (a) plain training on augmented data with the augmenter frozen, (b) DABO every step,
-(c) DABO every 2nd and every 4th step (`augmenter_update_every`), and the peak resident
-memory of each configuration (each runs in its own subprocess, so peaks don't mix). Prints
-ratios to (a) measured in the same run. Absolute times depend on the machine; the ratios
-are what to compare.
+(c) DABO every 2nd and every 4th step (`augmenter_update_every`), (b) and (c) again with a
+look-ahead validation batch of half the training batch (`val_batch_size`), and the peak
+resident memory of each configuration (each runs in its own subprocess, so peaks don't mix).
+Prints ratios to (a) measured in the same run. Absolute times depend on the machine; the
+ratios are what to compare.
+
+Why about 3.3x for (b): in units of one forward pass F (a backward pass is about 2F), a
+plain step is 3F. A DABO step is the training pass (3F), the look-ahead validation pass (3F)
+and the double backward that pulls the validation gradient through the training gradient
+into the augmenter (about 4F: per layer, the cotangent of the weight gradient, its flow
+through the backward and forward chains, and the product with the validation gradient):
+10F, 3.3x. Halving the validation batch removes 1.5F (2.8x).
 """
 
 import argparse
@@ -20,11 +28,13 @@ import time
 
 import numpy as np
 
-CONFIGS = [("plain (augmenter frozen)", 0), ("DABO every step", 1),
-           ("DABO every 2nd step", 2), ("DABO every 4th step", 4)]
+CONFIGS = [("plain (augmenter frozen)", 0, 1), ("DABO every step", 1, 1),
+           ("DABO every 2nd step", 2, 1), ("DABO every 4th step", 4, 1),
+           ("DABO every step, val batch / 2", 1, 2),
+           ("DABO every 2nd step, val batch / 2", 2, 2)]
 
 
-def measure(model_name, every, jit, steps, batch):
+def measure(model_name, every, jit, steps, batch, val_batch):
     """Runs in a subprocess: median step time (s) and peak RSS (MiB) of one configuration."""
     import keras
     import tensorflow as tf
@@ -37,7 +47,8 @@ def measure(model_name, every, jit, steps, batch):
     x = rng.random((batch, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, 10, batch).astype(np.int32)
     one = tf.data.Dataset.from_tensors((x, y))
-    ds = tf.data.Dataset.zip((one, one)).repeat()
+    val = tf.data.Dataset.from_tensors((x[:val_batch], y[:val_batch]))
+    ds = tf.data.Dataset.zip((one, val)).repeat()
     classifier = models.build_classifier(model_name, (32, 32, 3), 10, seed=0)
     model = dabo_tf.DaboModel(classifier, dabo_tf.augment.build_augmenter(seed=0),
                               augmenter_update_every=every)
@@ -65,12 +76,14 @@ def main():
     parser.add_argument("--steps", type=int, default=8, help="a multiple of 4")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--jit", default="0,1", help="XLA settings to run, e.g. '0,1'")
+    parser.add_argument("--configs", default=",".join(map(str, range(len(CONFIGS)))),
+                        help="rows of CONFIGS to run, e.g. '0,1' (0, the plain step, first)")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        model_name, every, jit = args._child.split(":")
+        model_name, every, jit, val_batch = args._child.split(":")
         print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
-                                           args.batch)))
+                                           args.batch, int(val_batch))))
         return
     print(f"batch {args.batch}, 32x32x3, mean of {args.steps} steps after 4 warm-up steps")
     print("| model | XLA | step | mean step (s) | ratio to plain | peak RSS (MiB) |")
@@ -78,9 +91,11 @@ def main():
     for model_name in args.models.split(","):
         for jit in args.jit.split(","):
             base = None
-            for label, every in CONFIGS:
+            for label, every, divisor in (CONFIGS[int(i)] for i in args.configs.split(",")):
+                val_batch = args.batch // divisor
                 proc = subprocess.run(
-                    [sys.executable, __file__, f"--_child={model_name}:{every}:{jit}",
+                    [sys.executable, __file__,
+                     f"--_child={model_name}:{every}:{jit}:{val_batch}",
                      f"--steps={args.steps}", f"--batch={args.batch}"],
                     capture_output=True, text=True)
                 if proc.returncode:

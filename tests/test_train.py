@@ -91,6 +91,7 @@ def test_paper_presets():
     (dict(profile_batches="5,2"), "profile_batches"),
     (dict(distribute="tpu"), "distribute"),
     (dict(mixed_precision="float8"), "mixed_precision"),
+    (dict(val_batch_size=0), "val_batch_size"),
 ])
 def test_check_config_rejects_bad_values(changes, name):
     with pytest.raises(recipe.ConfigError, match=f"Received: {name}="):
@@ -211,6 +212,20 @@ def test_paper_recipe_smoke_on_digits(tmp_path):
     assert policy["rotate"]["low"] < policy["rotate"]["high"]
     loaded = keras.saving.load_model(tmp_path / "run" / "dabo.keras")
     assert loaded.augmenter.policy().keys() == policy.keys()
+
+
+def test_val_batch_size_sets_the_look_ahead_batch(tmp_path, monkeypatch):
+    seen = {}
+    pair = data.with_validation_stream
+
+    def spy(train_ds, val_ds):
+        seen["train"], seen["val"] = (int(ds.element_spec[0].shape[0]) for ds in (train_ds, val_ds))
+        return pair(train_ds, val_ds)
+
+    monkeypatch.setattr(train.data, "with_validation_stream", spy)
+    metrics = train.train_and_evaluate(tiny(epochs=1, val_batch_size=8), tmp_path / "run")
+    assert seen == {"train": 32, "val": 8}
+    assert metrics["config"]["val_batch_size"] == 8 and np.isfinite(metrics["test_accuracy"])
 
 
 def test_resume_restores_classifier_augmenter_and_both_optimizers(tmp_path):
