@@ -104,6 +104,36 @@ def test_hypergradient_matches_finite_differences(inner_steps):
     assert rel < 1e-4, (analytic, numeric)
 
 
+def test_exact_batchnorm_moments_only_inside_their_context():
+    """Second derivatives through BatchNorm: exact inside the context, Keras' own outside."""
+    from dabo_tf.dabo_model import exact_batchnorm_moments, use_exact_batchnorm_moments
+
+    patched = use_exact_batchnorm_moments(tiny_classifier())
+    plain = tiny_classifier()  # same seeds, same weights, Keras' BatchNormalization
+    x, y = batch()
+    x = tf.constant(x)
+
+    def mixed_second_derivative(classifier):  # d/dx (v . grad_w L), v = grad_w L
+        w = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(w)
+                logits, _ = classifier.stateless_call(
+                    w, [v.value for v in classifier.non_trainable_variables], x, training=True)
+                loss = LOSS(y, logits)
+            g = inner.gradient(loss, w)
+            dot = tf.add_n([tf.reduce_sum(gi * tf.stop_gradient(gi)) for gi in g])
+        return outer.gradient(dot, x).numpy()
+
+    keras_own = mixed_second_derivative(plain)
+    np.testing.assert_allclose(mixed_second_derivative(patched), keras_own, rtol=1e-5,
+                               atol=1e-7)
+    with exact_batchnorm_moments():
+        exact = mixed_second_derivative(patched)
+    assert np.abs(exact - keras_own).max() > 1e-2 * np.abs(exact).max()
+
+
 def test_virtual_passes_leave_batchnorm_statistics_alone():
     model = dabo_model()
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
