@@ -173,6 +173,10 @@ flags.DEFINE_bool("jit_compile", _D.jit_compile,
                   "(--jit_compile / --nojit_compile to force).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
                   "Keras mixed-precision policy.")
+flags.DEFINE_enum("hypergradient_dtype", _D.hypergradient_dtype, ["float32", "policy"],
+                  "Under --mixed_precision: compute DABO's bilevel passes (the training pass "
+                  "differentiated twice and the look-ahead) in float32, or in the mixed "
+                  "policy (faster on accelerators, less exact).")
 flags.DEFINE_enum("distribute", _D.distribute, ["none", "mirrored", "multi_worker"],
                   "none; mirrored: all local GPUs (tf.distribute.MirroredStrategy); "
                   "multi_worker: MultiWorkerMirroredStrategy configured by TF_CONFIG.")

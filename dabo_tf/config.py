@@ -63,6 +63,8 @@ class Config:
     # Execution.
     jit_compile: Optional[bool] = None  # None: on when a GPU is present
     mixed_precision: Optional[str] = None  # None, "mixed_float16", "mixed_bfloat16"
+    # Under mixed precision, DABO's bilevel passes compute in "float32" or in the "policy".
+    hypergradient_dtype: str = "float32"
     distribute: str = "none"  # "none", "mirrored", "multi_worker"
     profile_batches: str = ""  # e.g. "10,15"; "" = a few batches of the 2nd epoch
     steps_per_execution: int = 1

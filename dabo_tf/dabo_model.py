@@ -62,6 +62,32 @@ def use_exact_batchnorm_moments(model):
     return model
 
 
+@contextlib.contextmanager
+def compute_dtype(model, dtype):
+    """Within this context, the model's mixed-precision layers compute in `dtype`.
+
+    A layer's compute dtype is read when it is called, i.e. when a function is traced, so
+    the passes traced inside run in `dtype`; the layers' own policies are restored on exit.
+    Only layers whose compute dtype is float16 or bfloat16 (with float32 variables) change;
+    `dtype=None` changes nothing.
+    """
+    switched = []
+    if dtype is not None:
+        for layer in model._flatten_layers(include_self=True):
+            policy = layer._dtype_policy
+            if (type(policy) is keras.DTypePolicy
+                    and policy.compute_dtype in ("float16", "bfloat16")
+                    and policy.variable_dtype == "float32"):
+                switched.append((layer, policy))
+    try:
+        for layer, _ in switched:
+            layer._dtype_policy = keras.DTypePolicy(dtype)
+        yield
+    finally:
+        for layer, policy in switched:
+            layer._dtype_policy = policy
+
+
 @_register
 class Latest(keras.metrics.Metric):
     """Metric holding the most recent value (for policy summaries, not averaged)."""
@@ -109,6 +135,15 @@ class DaboModel(keras.Model):
             `tf.cond` between the two kinds of step. Under `jit_compile=True` each kind is
             compiled by XLA on its own and the `tf.cond` stays outside XLA: XLA's own
             conditional ran the convolutions of its branches 50x slower on CPU.
+        hypergradient_dtype: compute dtype of the classifier's passes inside a bilevel step
+            (the training pass that is differentiated twice and the look-ahead validation
+            pass) when the classifier uses a mixed-precision policy. Defaults to
+            `"float32"`: the hypergradient path stays in float32, as second derivatives
+            in bfloat16 lose precision (measured against float32: 1-3% relative error for
+            `small_cnn` with mixed_bfloat16 and up to 18% for a tiny model; 0.1-1% with
+            mixed_float16). `None` keeps the classifier's own policy there: faster on
+            accelerators, less exact. Plain steps (`augmenter_update_every > 1`) always use
+            the classifier's own policy.
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
@@ -132,7 +167,8 @@ class DaboModel(keras.Model):
     """
 
     def __init__(self, classifier, augmenter=None, *, inner_lr=None, inner_steps=1,
-                 augmenter_update_every=1, skip_non_finite=True, **kwargs):
+                 augmenter_update_every=1, hypergradient_dtype="float32",
+                 skip_non_finite=True, **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
             classifier = keras.saving.deserialize_keras_object(classifier)
@@ -144,6 +180,11 @@ class DaboModel(keras.Model):
         self.inner_steps = int(inner_steps)
         self.augmenter_update_every = int(augmenter_update_every)
         self.skip_non_finite = bool(skip_non_finite)
+        if hypergradient_dtype not in (None, "float32"):
+            raise ValueError("hypergradient_dtype must be 'float32' or None (the "
+                             "classifier's own policy). Received: "
+                             f"hypergradient_dtype={hypergradient_dtype!r}")
+        self.hypergradient_dtype = hypergradient_dtype
         if self.augmenter_update_every < 0:
             raise ValueError("augmenter_update_every must be >= 0. "
                              f"Received: augmenter_update_every={augmenter_update_every}")
@@ -241,15 +282,19 @@ class DaboModel(keras.Model):
         def augment():
             return self.augmenter(x, training=True, transformation=transformation)
 
+        dtype = self.hypergradient_dtype
+
         def train_loss(w, images):
-            with exact_batchnorm_moments():  # this pass is differentiated twice
+            # This pass is differentiated twice.
+            with exact_batchnorm_moments(), compute_dtype(classifier, dtype):
                 logits, new_non_trainable = classifier.stateless_call(
                     w, non_trainable, images, training=True)
             return self._loss(y, logits), (logits, new_non_trainable)
 
         def val_loss(w):
             # Batch statistics of the validation batch; the updated BN state is discarded.
-            logits, _ = classifier.stateless_call(w, non_trainable, x_val, training=True)
+            with compute_dtype(classifier, dtype):
+                logits, _ = classifier.stateless_call(w, non_trainable, x_val, training=True)
             return self._loss(y_val, logits)
 
         return bilevel.unrolled_hypergradient(
@@ -391,6 +436,7 @@ class DaboModel(keras.Model):
             "inner_lr": self.inner_lr,
             "inner_steps": self.inner_steps,
             "augmenter_update_every": self.augmenter_update_every,
+            "hypergradient_dtype": self.hypergradient_dtype,
             "skip_non_finite": self.skip_non_finite,
             "name": self.name,
         }

@@ -108,6 +108,7 @@ def check_config(config: Config) -> Config:
     one_of("fill_mode", FILL_MODES)
     one_of("distribute", DISTRIBUTE)
     one_of("mixed_precision", MIXED_PRECISION)
+    one_of("hypergradient_dtype", ("float32", "policy"))
     fail(config.randaugment_num_ops < 0, "randaugment_num_ops must be >= 0",
          "randaugment_num_ops")
     for name in ("hand_policy", "pre_augmentation"):

@@ -276,7 +276,9 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
     augmenter = build_learned_augmenter(config)
     model = DaboModel(classifier, augmenter, inner_lr=config.inner_lr,
                       inner_steps=config.inner_steps,
-                      augmenter_update_every=config.augmenter_update_every)
+                      augmenter_update_every=config.augmenter_update_every,
+                      hypergradient_dtype=(None if config.hypergradient_dtype == "policy"
+                                           else config.hypergradient_dtype))
     model.compile(optimizer=make_optimizer(config, steps),
                   augmenter_optimizer=make_augmenter_optimizer(config),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -16,7 +16,8 @@ from dabo_tf import augment
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def tiny_classifier(shape=(8, 8, 3), classes=3, dtype="float32", batchnorm=True, seed=0):
+def tiny_classifier(shape=(8, 8, 3), classes=3, dtype=None, batchnorm=True, seed=0):
+    """A conv-BN-dense classifier; `dtype=None` follows the global (mixed) precision policy."""
     inputs = keras.Input(shape, dtype=dtype)
     h = keras.layers.Conv2D(4, 3, padding="same", activation="tanh", dtype=dtype,
                             kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
@@ -271,6 +272,37 @@ def test_mixed_precision(policy):
         assert all(w.dtype == "float32" for w in model.augmenter.trainable_weights)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_hypergradient_stays_float32(policy):
+    """Same weights and noise under a mixed policy: by default the bilevel passes compute in
+    float32 and the hypergradient equals float32's; with the classifier's own policy
+    (`hypergradient_dtype=None`) it only approximates it."""
+    x, y = batch(32)
+    xv, yv = batch(32, seed=1)
+
+    def hypergradient(name, **kwargs):
+        keras.mixed_precision.set_global_policy(name)
+        try:
+            model = dabo_model(**kwargs)
+            model.compile(optimizer=keras.optimizers.SGD(0.5), loss=LOSS)
+            set_augmenter(model, 0.3)
+            t = model.augmenter.get_random_transformation(tf.constant(x))
+            result = model.hypergradient(x, y, xv, yv, transformation=t)
+            # The policy is restored after the bilevel passes.
+            assert (model.classifier.layers[1].compute_dtype
+                    == keras.DTypePolicy(name).compute_dtype)
+            return np.concatenate([h.numpy().ravel() for h in result.hypergradients])
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    want = hypergradient("float32")
+    assert np.linalg.norm(want) > 1e-4
+    error = {dtype: np.linalg.norm(hypergradient(policy, hypergradient_dtype=dtype) - want)
+             / np.linalg.norm(want) for dtype in ("float32", None)}
+    assert error["float32"] < 1e-5, error
+    assert 1e-4 < error[None] < 0.5, error  # the mixed passes really ran in low precision
 
 
 def test_save_and_load_keras_file(tmp_path):

@@ -92,6 +92,7 @@ def test_paper_presets():
     (dict(distribute="tpu"), "distribute"),
     (dict(mixed_precision="float8"), "mixed_precision"),
     (dict(val_batch_size=0), "val_batch_size"),
+    (dict(hypergradient_dtype="float16"), "hypergradient_dtype"),
 ])
 def test_check_config_rejects_bad_values(changes, name):
     with pytest.raises(recipe.ConfigError, match=f"Received: {name}="):
@@ -258,6 +259,16 @@ def test_mixed_precision_and_mirrored_strategy(tmp_path):
         tmp_path / "run")
     assert metrics["num_replicas"] >= 1 and metrics["config"]["mixed_precision"]
     assert keras.mixed_precision.global_policy().name == "float32"  # reset afterwards
+
+
+@pytest.mark.parametrize("choice, expected", [("float32", "float32"), ("policy", None)])
+def test_dabo_under_mixed_precision_with_either_hypergradient_dtype(tmp_path, choice, expected):
+    capture = Snapshot("never")
+    metrics = train.train_and_evaluate(
+        tiny(epochs=1, mixed_precision="mixed_bfloat16", hypergradient_dtype=choice),
+        tmp_path / "run", callbacks=[capture])
+    assert capture.model.hypergradient_dtype == expected
+    assert np.isfinite(metrics["test_accuracy"]) and metrics["augmenter_optimizer_iterations"] > 0
 
 
 def test_fit_classifier_with_any_front_end_and_no_workdir():
