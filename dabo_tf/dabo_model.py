@@ -62,6 +62,10 @@ def use_exact_batchnorm_moments(model):
     return model
 
 
+def _cast_floats(tensors, dtype=tf.float32):
+    return [tf.cast(t, dtype) if t.dtype.is_floating else t for t in tensors]
+
+
 @contextlib.contextmanager
 def compute_dtype(model, dtype):
     """Within this context, the model's mixed-precision layers compute in `dtype`.
@@ -141,9 +145,10 @@ class DaboModel(keras.Model):
             `"float32"`: the hypergradient path stays in float32, as second derivatives
             in bfloat16 lose precision (measured against float32: 1-3% relative error for
             `small_cnn` with mixed_bfloat16 and up to 18% for a tiny model; 0.1-1% with
-            mixed_float16). `None` keeps the classifier's own policy there: faster on
-            accelerators, less exact. Plain steps (`augmenter_update_every > 1`) always use
-            the classifier's own policy.
+            mixed_float16). With `augmenter_update_every=1` every step is a bilevel step,
+            so the classifier then trains in float32. `None` keeps the classifier's own
+            policy there: faster on accelerators, less exact. Plain steps
+            (`augmenter_update_every > 1`) always use the classifier's own policy.
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
@@ -377,10 +382,12 @@ class DaboModel(keras.Model):
         else:
             bilevel_update, plain_update = (getattr(self, "_xla_steps", None)
                                             or (self._bilevel_update, self._plain_update))
+            # The bilevel pass may compute in float32 (`hypergradient_dtype`) and the plain
+            # one in a mixed policy: both branches hand float32 to the metrics.
             loss, logits = tf.cond(
                 tf.equal(self.optimizer.iterations % every, 0),
-                lambda: bilevel_update(x, y, x_val, y_val),
-                lambda: plain_update(x, y))
+                lambda: _cast_floats(bilevel_update(x, y, x_val, y_val)),
+                lambda: _cast_floats(plain_update(x, y)))
 
         self._loss_tracker.update_state(
             _loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(x)[0])

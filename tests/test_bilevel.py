@@ -255,11 +255,12 @@ def test_non_finite_step_is_skipped_and_counted():
                  and "iteration" not in w.path]))
 
 
+@pytest.mark.parametrize("every", [1, 2])
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision(policy):
+def test_mixed_precision(policy, every):
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model = dabo_model()
+        model = dabo_model(augmenter_update_every=every)
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS,
                       augmenter_optimizer=keras.optimizers.Adam(0.01), jit_compile=False)
         if policy == "mixed_float16":
