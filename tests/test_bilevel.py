@@ -193,7 +193,7 @@ def test_jit_compile_matches_eager_graph(every):
     assert model.jit_compile is True
     if every > 1:
         # Both kinds of step are XLA programs of their own (an XLA conditional around them
-        # ran 50x slower on CPU), and the model saves as compiled with XLA.
+        # made steps about 25x slower on CPU), and the model saves as compiled with XLA.
         assert all(f._jit_compile for f in model._xla_steps)
         assert model.get_compile_config()["jit_compile"] is True
 
