@@ -191,6 +191,7 @@ class DaboModel(keras.Model):
                              "classifier's own policy). Received: "
                              f"hypergradient_dtype={hypergradient_dtype!r}")
         self.hypergradient_dtype = hypergradient_dtype
+        self._xla_steps = None  # (bilevel, plain) XLA functions; see make_train_function
         if self.augmenter_update_every < 0:
             raise ValueError("augmenter_update_every must be >= 0. "
                              f"Received: augmenter_update_every={augmenter_update_every}")
@@ -381,7 +382,7 @@ class DaboModel(keras.Model):
         elif every == 1:
             loss, logits = self._bilevel_update(x, y, x_val, y_val)
         else:
-            bilevel_update, plain_update = (getattr(self, "_xla_steps", None)
+            bilevel_update, plain_update = (self._xla_steps
                                             or (self._bilevel_update, self._plain_update))
             # The bilevel pass may compute in float32 (`hypergradient_dtype`) and the plain
             # one in a mixed policy: both branches hand float32 to the metrics.

@@ -35,7 +35,7 @@ CONFIGS = [("plain (augmenter frozen)", 0, 1), ("DABO every step", 1, 1),
 
 
 def measure(model_name, every, jit, steps, batch, val_batch):
-    """Runs in a subprocess: median step time (s) and peak RSS (MiB) of one configuration."""
+    """Runs in a subprocess: mean step time (s) and peak RSS (MiB) of one configuration."""
     import keras
     import tensorflow as tf
 

@@ -24,10 +24,9 @@ FLAG_NAMES = (
     "dataset data_dir image_size model epochs batch_size lr lr_schedule lr_milestones momentum "
     "weight_decay mode experiment output_dir seed jit_compile mixed_precision distribute "
     "hypergradient_dtype profile_batches resume overwrite val_fraction train_size augmenter "
-    "augmenter_color "
-    "augmenter_projective augmenter_optimizer augmenter_lr inner_lr inner_steps "
-    "augmenter_update_every val_batch_size fill_mode hand_policy tuner trials randaugment_num_ops "
-    "randaugment_factor compare_seeds verbose").split()
+    "augmenter_color augmenter_projective augmenter_optimizer augmenter_lr inner_lr inner_steps "
+    "augmenter_update_every val_batch_size fill_mode hand_policy tuner trials "
+    "randaugment_num_ops randaugment_factor compare_seeds verbose").split()
 
 
 def _env():
