@@ -170,7 +170,8 @@ flags.DEFINE_list("compare_seeds", list(map(str, _D.compare_seeds)),
 # Execution.
 flags.DEFINE_bool("jit_compile", _D.jit_compile,
                   "Compile training with XLA. Default: on when a GPU is present "
-                  "(--jit_compile / --nojit_compile to force).")
+                  "(--jit_compile / --nojit_compile to force). On CPU it also makes a seeded "
+                  "DABO run bit-reproducible (see the README).")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
                   "Keras mixed-precision policy.")
 flags.DEFINE_enum("hypergradient_dtype", _D.hypergradient_dtype, ["float32", "policy"],
