@@ -20,10 +20,10 @@ through the backward and forward chains, and the product with the validation gra
 10F, 3.3x. Halving the validation batch removes 1.5F (2.8x).
 
 `--flops` checks that model without a clock: it traces one plain and one DABO `train_step`
-and counts the multiply-adds of their convolutions and matrix products (`dense_flops`), in
-the part of each graph that runs (TensorFlow prunes the rest when it runs a function, and
-XLA removes it too). The ratios are what a compute-bound accelerator would approach; they do
-not depend on the machine.
+and counts the floating-point operations of their convolutions and matrix products
+(`dense_flops`) in the part of each graph that runs (TensorFlow prunes the rest when it runs
+a function, and XLA removes it too). The ratios are what a compute-bound accelerator would
+approach; they do not depend on the machine.
 """
 
 import argparse
@@ -118,10 +118,11 @@ def _live_ops(graph):
 def dense_flops(graph, counts=None):
     """Per-op-type FLOPs of the convolutions and matrix products that `graph` runs.
 
-    Follows function calls and both branches of conditionals (so trace graphs whose
-    conditionals don't choose between heavy computations) and skips ops whose results
-    nothing uses, which TensorFlow prunes when it runs a function (the double backward
-    builds, for instance, gradients with respect to the weights that nothing asks for).
+    Follows function calls, both branches of conditionals and loop bodies once (so trace
+    graphs whose control flow doesn't choose or repeat heavy computations), and skips ops
+    whose results nothing uses, which TensorFlow prunes when it runs a function (the double
+    backward builds, for instance, gradients with respect to the weights that nothing asks
+    for).
     """
     counts = {} if counts is None else counts
     for op in _live_ops(graph):
@@ -166,6 +167,7 @@ def step_flops(model_name, batch, val_batches, image_size=32, classes=10):
 
 
 def print_flops(model_names, batch):
+    """Prints the rows of CONFIGS as counted work: every k-th step is (DABO + (k-1) plain) / k."""
     print(f"batch {batch}, 32x32x3: floating-point operations of the convolutions and matrix "
           "products of one step (every k-th: the mean over k steps)")
     print("| model | step | GFLOPs per step | ratio to plain |")
@@ -194,6 +196,8 @@ def main(argv=None):
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.flops:
+        if args.batch < 2:
+            parser.error("--flops needs --batch >= 2 (it halves the validation batch)")
         print_flops(args.models.split(","), args.batch)
         return
     if args._child:
