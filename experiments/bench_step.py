@@ -45,27 +45,36 @@ CONFIGS = [("plain (augmenter frozen)", 0, 1), ("DABO every step", 1, 1),
            ("DABO every 2nd step, val batch / 2", 2, 2)]
 
 
-def measure(model_name, every, jit, steps, batch, val_batch):
-    """Runs in a subprocess: mean step time (s) and peak RSS (MiB) of one configuration."""
+def _model_and_batch(model_name, every, batch, image_size=32, classes=10, jit_compile=False):
+    """A compiled `DaboModel` (default learned affine augmenter, SGD) and a seeded batch."""
     import keras
-    import tensorflow as tf
 
     import dabo_tf
     from dabo_tf import models
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
-    x = rng.random((batch, 32, 32, 3)).astype(np.float32)
-    y = rng.integers(0, 10, batch).astype(np.int32)
-    one = tf.data.Dataset.from_tensors((x, y))
-    val = tf.data.Dataset.from_tensors((x[:val_batch], y[:val_batch]))
-    ds = tf.data.Dataset.zip((one, val)).repeat()
-    classifier = models.build_classifier(model_name, (32, 32, 3), 10, seed=0)
+    shape = (image_size, image_size, 3)
+    x = rng.random((batch, *shape)).astype(np.float32)
+    y = rng.integers(0, classes, batch).astype(np.int32)
+    classifier = models.build_classifier(model_name, shape, classes, seed=0)
     model = dabo_tf.DaboModel(classifier, dabo_tf.augment.build_augmenter(seed=0),
                               augmenter_update_every=every)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit)
+                  jit_compile=jit_compile)
+    return model, x, y
+
+
+def measure(model_name, every, jit, steps, batch, val_batch):
+    """Runs in a subprocess: mean step time (s) and peak RSS (MiB) of one configuration."""
+    import keras
+    import tensorflow as tf
+
+    model, x, y = _model_and_batch(model_name, every, batch, jit_compile=jit)
+    one = tf.data.Dataset.from_tensors((x, y))
+    val = tf.data.Dataset.from_tensors((x[:val_batch], y[:val_batch]))
+    ds = tf.data.Dataset.zip((one, val)).repeat()
     times = []
 
     class Timer(keras.callbacks.Callback):
@@ -141,28 +150,18 @@ def step_flops(model_name, batch, val_batches, image_size=32, classes=10):
     (`dense_flops`) of one `train_step` traced at the given batch sizes (the augmenter is
     the default learned affine one).
     """
-    import keras
     import tensorflow as tf
 
-    import dabo_tf
-    from dabo_tf import models
-
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    shape = (image_size, image_size, 3)
-    x = tf.constant(rng.random((batch, *shape)).astype(np.float32))
-    y = tf.constant(rng.integers(0, classes, batch).astype(np.int32))
     result = {}
-    for key, every, val_batch in [("plain", 0, batch)] + [(v, 1, v) for v in val_batches]:
-        classifier = models.build_classifier(model_name, shape, classes, seed=0)
-        model = dabo_tf.DaboModel(classifier, dabo_tf.augment.build_augmenter(seed=0),
-                                  augmenter_update_every=every)
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    for every in (0, 1):  # a plain step, then a DABO step per validation batch
+        model, x, y = _model_and_batch(model_name, every, batch, image_size, classes)
         model.train_on_batch(((x[:2], y[:2]), (x[:2], y[:2])))  # creates every variable
-        data = ((x, y), (x[:val_batch], y[:val_batch]))
-        graph = tf.function(model.train_step).get_concrete_function(data).graph
-        result[key] = dense_flops(graph)
+        step = tf.function(model.train_step)
+        x, y = tf.constant(x), tf.constant(y)
+        for val_batch in (val_batches if every else (batch,)):
+            data = ((x, y), (x[:val_batch], y[:val_batch]))
+            result[val_batch if every else "plain"] = dense_flops(
+                step.get_concrete_function(data).graph)
     return result
 
 
