@@ -89,6 +89,10 @@ flags.DEFINE_string("dataset", _D.dataset,
 flags.DEFINE_string("data_dir", _D.data_dir,
                     "TFDS data folder (prepared data is read from it, downloads go to it), or "
                     "the image folder for --dataset=folder.")
+flags.DEFINE_string("eval_shift", _D.eval_shift,
+                    "Transform the validation and test splits (not training) by a known random "
+                    "shift, a task whose right augmentation is known: rotate:DEGREES, "
+                    "translate:FRACTION or scale:LOW:HIGH (e.g. rotate:40).")
 flags.DEFINE_integer("image_size", _D.image_size, "Images are resized to this square size.",
                      lower_bound=1)
 flags.DEFINE_float("val_fraction", _D.val_fraction,
@@ -119,12 +123,33 @@ flags.DEFINE_float("weight_decay", _D.weight_decay,
 # Learned augmentation (DABO).
 flags.DEFINE_enum("augmenter", _D.augmenter, ["distribution", "network"],
                   "distribution: learned uniform ranges per op; network: the paper's noise MLP.")
-flags.DEFINE_bool("augmenter_color", _D.augmenter_color, "Also learn colour jitter.")
+flags.DEFINE_bool("augmenter_color", _D.augmenter_color,
+                  "Also learn colour jitter (brightness, contrast, saturation). Default: on for "
+                  "colour (3-channel) images, off for grayscale.")
+flags.DEFINE_bool("augmenter_flip", _D.augmenter_flip,
+                  "Also learn a horizontal flip's probability (straight-through gradient).")
+flags.DEFINE_bool("augmenter_vflip", _D.augmenter_vflip,
+                  "Also learn a vertical flip's probability (straight-through gradient).")
+flags.DEFINE_bool("augmenter_cutout", _D.augmenter_cutout,
+                  "Also learn cutout's square size and probability.")
+flags.DEFINE_float("augmenter_init_magnitude", _D.augmenter_init_magnitude,
+                   "Distribution augmenter: initial half-width of every op (internal units: "
+                   "radians, fractions of the size, log-scale...). A zero width gets no "
+                   "hypergradient, so learning starts from a small one.")
+flags.DEFINE_enum("augmenter_magnitude_scale", _D.augmenter_magnitude_scale, ["log", "linear"],
+                  "Distribution augmenter: learn log half-widths (a step changes a width by a "
+                  "factor; a shrunk width can grow again) or linear ones.")
+flags.DEFINE_float("augmenter_warmup", _D.augmenter_warmup,
+                   "Fraction of the training steps before the augmenter starts learning.")
+flags.DEFINE_bool("normalize_lookahead", _D.normalize_lookahead,
+                  "Hold DABO's virtual step length fixed, so the augmenter is credited for the "
+                  "direction of the training gradient only, not its size "
+                  "(--nonormalize_lookahead: the paper's step).")
 flags.DEFINE_bool("augmenter_projective", _D.augmenter_projective,
                   "Also learn projective (perspective) terms (distribution augmenter).")
 flags.DEFINE_bool("augmenter_learn_mean", _D.augmenter_learn_mean,
                   "Distribution augmenter: learn a mean (bias) per op besides its magnitude "
-                  "(--noaugmenter_learn_mean keeps each op's distribution centred on identity).")
+                  "(default off: each op's range is centred on the identity).")
 flags.DEFINE_bool("augmenter_identity_init", _D.augmenter_identity_init,
                   "Network augmenter: start near the identity (the paper starts random around "
                   "it: --noaugmenter_identity_init).")
@@ -140,6 +165,11 @@ flags.DEFINE_integer("inner_steps", _D.inner_steps, "Unrolled inner steps (the p
                      lower_bound=1)
 flags.DEFINE_integer("augmenter_update_every", _D.augmenter_update_every,
                      "Update the augmenter every k-th step only (cheaper).", lower_bound=1)
+flags.DEFINE_bool("antithetic", _D.antithetic,
+                  "DABO's bilevel steps train on half of each batch twice, each image with a "
+                  "sampled transformation and with its mirror image (every op at the other end "
+                  "of its range): the noise's first-order effect cancels, a cleaner "
+                  "hypergradient at no extra cost.")
 flags.DEFINE_integer("val_batch_size", _D.val_batch_size,
                      "Validation batch of DABO's look-ahead loss. Default: --batch_size (the "
                      "paper). Smaller is cheaper: the look-ahead pass is about 3 of a step's "
@@ -252,6 +282,13 @@ def resolve_config():
             values[name] = _flag_value(name)
     if "verbose" not in values or values["verbose"] is None:
         values["verbose"] = 1 if sys.stdout.isatty() else 2
+    if FLAGS.resume and saved.is_file():
+        missing = sorted(set(_config_fields()) - set(values))
+        if missing:  # an older dabo-tf wrote it: today's defaults may not be its settings
+            raise UserError(f"{saved} has no value for {', '.join(missing)} (written by an "
+                            "older dabo-tf), so resuming could silently change how the run "
+                            "trains. Pass them as flags, or start again with --overwrite. "
+                            f"Received: output_dir={output_dir}")
     config = recipe.config_from_dict(values)
     if not output_dir:
         name = experiments.parse_name(experiment)[0] if experiment else config.dataset

@@ -7,7 +7,7 @@ data as a DABO run (`train.fit_classifier`); only the augmentation differs:
   the best policy retrained from scratch; its metrics carry the cost of the whole search.
 - `randaugment`: Keras' `RandAugment` (`--randaugment_num_ops`, `--randaugment_factor`).
 - `trivialaugment`: TrivialAugment, wide op set (`dabo_tf.trivial_augment`).
-- `frozen`: a learned DABO policy (`policy.json` of an earlier run, `--policy`) frozen into
+- `frozen`: a learned DABO policy (`policy.json` of an earlier run, `--policy_path`) frozen into
   fixed-range augmentation layers and used with ordinary `fit`: learn once, reuse anywhere.
 """
 
@@ -50,12 +50,14 @@ def run_frozen(config, splits, workdir, callbacks) -> RunResult:
     """A policy learned by DABO (`config.policy_path`), frozen, with ordinary training."""
     if not config.policy_path:
         raise ConfigError("mode frozen needs the policy.json of a DABO run: pass "
-                          "--policy=PATH. Received: policy=None")
+                          "--policy_path=PATH. Received: policy_path=None")
     path = pathlib.Path(config.policy_path)
     if path.is_dir():
         path = path / "policy.json"
     if not path.is_file():
-        raise ConfigError(f"No policy file at {path}. Received: policy={config.policy_path}")
+        raise ConfigError(f"No policy file at {path}: pass --policy_path=PATH, a DABO "
+                          "run's policy.json or its folder. "
+                          f"Received: policy_path={config.policy_path}")
     policy = load_policy(path)
     layer = policy_to_layers(policy, seed=config.seed, fill_mode=config.fill_mode)
     return _train_with(layer, config, splits, workdir, callbacks, policy)
@@ -85,5 +87,7 @@ def run_tuner(config, splits, workdir, callbacks) -> RunResult:
         search_epochs=search["search_epochs"],
         search_wall_time_s=search["wall_time_s"],
         full_trainings=search["full_trainings"] + 1,
+        validation_split_use="chooses the search's best policy (its trials' validation "
+                             "accuracy); the retrained model is reported at its last epoch",
         images_processed=search["images_processed"] + retrain_images)
     return result

@@ -13,6 +13,18 @@ It is computed as a vector-Jacobian product: the outer tape records the augmenta
 inner gradients (double backward through `g`), the validation gradient `v = grad L_val(w_k)`
 is taken on its own tape, and `outer.gradient(w_k, theta, output_gradients=v)` pulls it back.
 That is the exact hypergradient of the truncated problem, not a finite-difference estimate.
+
+With `normalize_lookahead=True` the virtual step keeps its length but its direction alone
+depends on theta, `w' = w - lr * ||g|| * g / ||g||` with `||g||` held constant. Then
+
+    hypergradient = -lr * (v - g_hat (g_hat . v))^T  d g / d theta,    g_hat = g / ||g||,
+
+i.e. `v` with its component along `g` removed. The paper's step credits the augmenter for
+anything that makes `g . v` larger, including making `g` longer, which harder augmentation
+does (a larger training loss has a larger gradient): the greedy step then favours ever
+stronger augmentation. The normalised step credits only turning `g` towards `v`, the
+first-order change of `cos(g, v)` that DeepAA maximises. It costs two dot products.
+
 Under `tf.distribute` the caller passes `all_reduce` (a sum over replicas): the look-ahead
 then uses the global gradient, as one device would for the same global batch, and `v` is
 summed so each replica pulls back the gradient of the global validation loss.
@@ -62,6 +74,7 @@ def unrolled_hypergradient(
     inner_steps: int = 1,
     all_reduce: Callable[[list], list] | None = None,
     loss_scale=1.0,
+    normalize_lookahead: bool = False,
 ) -> HypergradientResult:
     """Truncated hypergradient of the validation loss with respect to the augmenter.
 
@@ -77,6 +90,9 @@ def unrolled_hypergradient(
         all_reduce: optional function summing a list of tensors over replicas.
         loss_scale: mixed-precision loss scale; losses are multiplied by it before
             differentiation and gradients divided by it, so float16 backprops don't underflow.
+        normalize_lookahead: hold the length of the last virtual step fixed, so the
+            hypergradient credits only the direction of the training gradient (see the
+            module docstring). Defaults to False (the paper's step).
 
     Returns:
         A `HypergradientResult`.
@@ -121,17 +137,32 @@ def unrolled_hypergradient(
     v = _zeros_for_none(tape.gradient(scaled_val, w_last), w_last)
     if all_reduce is not None:
         v = all_reduce(v)  # gradient of the global validation loss
+    v_full = v
     # Pull v back into the augmenter (double backward): d w_k / d theta applied to v, where
     # w_k = w_{k-1}(theta) - lr * g(w_{k-1}(theta), theta). For k = 1, w_0 is fixed.
+    if normalize_lookahead:
+        v = _remove_component_along(v, big_g)
     minus_lr_v = [-tf.cast(inner_lr, vi.dtype) * vi for vi in v]
     targets, cotangents = list(g), minus_lr_v
     if inner_steps > 1:
-        targets, cotangents = list(w) + list(g), list(v) + minus_lr_v
+        targets, cotangents = list(w) + list(g), list(v_full) + minus_lr_v
     hyper = outer.gradient(targets, augmenter_weights, output_gradients=cotangents)
     hyper = _zeros_for_none(hyper, augmenter_weights)
     hyper = [h / tf.cast(loss_scale, h.dtype) for h in hyper]
     train_loss, aux, grads, _ = first
     return HypergradientResult(train_loss, aux, grads, val_loss, hyper)
+
+
+def _dot(a, b):
+    return tf.add_n([tf.reduce_sum(tf.cast(x, tf.float32) * tf.cast(y, tf.float32))
+                     for x, y in zip(a, b)])
+
+
+def _remove_component_along(v, g):
+    """`v - g (g . v) / (g . g)` over lists of tensors (v unchanged where g is zero)."""
+    g = [tf.stop_gradient(gi) for gi in g]
+    coefficient = tf.math.divide_no_nan(_dot(g, v), _dot(g, g))
+    return [vi - tf.cast(coefficient, vi.dtype) * tf.cast(gi, vi.dtype) for vi, gi in zip(v, g)]
 
 
 def all_finite(*structures) -> tf.Tensor:

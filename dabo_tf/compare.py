@@ -25,6 +25,7 @@ import time
 
 import keras
 import numpy as np
+from absl import logging
 
 from dabo_tf import rundir, train
 from dabo_tf.config import Config
@@ -43,7 +44,8 @@ COLUMNS = ("method", "seeds", "test_accuracy_mean", "test_accuracy_std", "full_t
            "wall_time_s", "images_processed", "cost_vs_dabo")
 
 
-def _run_one(config: Config, method: str, seed: int, workdir: pathlib.Path) -> dict:
+def run_method(config: Config, method: str, seed: int, workdir: pathlib.Path) -> dict:
+    """Trains `method` with `seed` in `workdir/<method>-seed<seed>` (reused if finished)."""
     sub = workdir / f"{method}-seed{seed}"
     if (sub / "metrics.json").exists():
         return json.loads((sub / "metrics.json").read_text())
@@ -51,7 +53,12 @@ def _run_one(config: Config, method: str, seed: int, workdir: pathlib.Path) -> d
     if method == "frozen":
         changes["policy_path"] = str(workdir / f"dabo-seed{seed}" / "policy.json")
     keras.backend.clear_session()
-    return train.train_and_evaluate(config.replace(**changes), sub, resume=sub.exists())
+    lost = sub.exists() and not rundir.backup_readable(sub)
+    if lost:
+        logging.warning("%s stopped while writing its backup and cannot be resumed: "
+                        "training it again.", sub)
+    return train.train_and_evaluate(config.replace(**changes), sub,
+                                    resume=sub.exists() and not lost, overwrite=lost)
 
 
 def _cost(metrics: dict) -> tuple:
@@ -147,7 +154,7 @@ def run_comparison(config: Config, workdir, *, methods=METHODS) -> list:
     for seed in config.compare_seeds:
         for method in methods:
             print(f"[compare] {method}, seed {seed}", flush=True)
-            runs[method].append(_run_one(config, method, seed, workdir))
+            runs[method].append(run_method(config, method, seed, workdir))
     rows = summarise(runs)
     write_outputs(rows, config, workdir)
     rundir.write_json(workdir / "metrics.json", {

@@ -20,6 +20,8 @@ class Config:
     image_size: int = 32
     val_fraction: float = 0.2
     train_size: Optional[int] = None
+    # A known shift of the validation and test splits (e.g. "rotate:40"; "" none).
+    eval_shift: str = ""
     # Classifier and its optimiser (SGD with momentum, decoupled weight decay).
     model: str = "small_cnn"
     epochs: int = 15
@@ -35,16 +37,24 @@ class Config:
     seed: int = 0
     # Learned augmentation (mode="dabo").
     augmenter: str = "distribution"  # or "network" (the paper's noise MLP)
-    augmenter_color: bool = False
+    augmenter_color: Optional[bool] = None  # None: on for 3-channel (colour) images
     augmenter_projective: bool = False
+    augmenter_flip: bool = False  # horizontal flip with a learned probability
+    augmenter_vflip: bool = False  # vertical flip with a learned probability
+    augmenter_cutout: bool = False  # cutout with a learned size and probability
+    augmenter_init_magnitude: float = 0.05  # distribution augmenter: initial half-widths
+    augmenter_magnitude_scale: str = "log"  # learn "log" half-widths or "linear" ones
     augmenter_optimizer: str = "adam"  # "adam" or "sgd" (momentum 0.9, as the paper)
-    augmenter_lr: float = 0.01
+    augmenter_lr: float = 0.03
     augmenter_weight_decay: float = 0.0
-    augmenter_learn_mean: bool = True  # distribution augmenter: learn a mean per op
+    augmenter_learn_mean: bool = False  # distribution augmenter: learn a mean per op
     augmenter_identity_init: bool = True  # network augmenter: start near identity (paper: False)
     inner_lr: Optional[float] = None  # None: the classifier's current learning rate
     inner_steps: int = 1
     augmenter_update_every: int = 1
+    augmenter_warmup: float = 0.0  # fraction of the training steps before the augmenter learns
+    normalize_lookahead: bool = True  # credit the direction of the training gradient only
+    antithetic: bool = True  # bilevel steps on mirrored pairs of transformations
     val_batch_size: Optional[int] = None  # look-ahead validation batch; None: batch_size
     fill_mode: str = "reflect"
     # Hand-written policy (mode="hand"): ops applied with fixed strengths.

@@ -19,6 +19,10 @@ so runs with different seeds are evaluated on the same images). The validation s
 out of the training data (`val_fraction`, stratified, from `seed`). With `train_size=N`, a
 stratified random subset of N training images is taken first and then split into train and
 validation (as in the DABO paper's code: subset of N, then 80/20).
+
+Known shifts (`eval_shift`): the validation and test splits, not the training split, can be
+transformed by a random rotation, translation or scale of known range (`apply_shift`). The
+right augmentation of such a task is known, so what a method learns can be scored against it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import warnings
 
 import numpy as np
 import tensorflow as tf
+
+from dabo_tf import warp
 
 DATASETS = {
     "digits": "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), "
@@ -84,7 +90,7 @@ class DataSplits:
 
 
 def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=None, seed=0,
-         test_fraction=0.3):
+         test_fraction=0.3, eval_shift=None):
     """Loads a data set and splits it into train, validation and test.
 
     Args:
@@ -101,6 +107,8 @@ def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=Non
         test_fraction: fraction held out as a fixed test split (always seed 0) when the data
             set has none: digits, flat folders, TFDS data sets with neither a `test` nor a
             `validation` split (the latter, if present, is used as the test split).
+        eval_shift: optional known shift of the validation and test splits (see
+            `parse_shift`), e.g. `"rotate:40"`: training images stay as they are.
 
     Returns:
         A `DataSplits`.
@@ -119,6 +127,7 @@ def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=Non
     if train_size is not None and (int(train_size) != train_size or train_size < 1):
         raise ValueError(f"train_size must be a positive int or None. "
                          f"Received: train_size={train_size!r}")
+    shift = parse_shift(eval_shift)
     key = str(name).strip()
     x_val = y_val = None
     if key.lower() == "digits":
@@ -131,9 +140,106 @@ def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=Non
     else:
         x_train, y_train, x_test, y_test, class_names = _load_tfds(
             key, data_dir, image_size, test_fraction)
-    return _make_splits(key.lower() if key.lower() in DATASETS else key, x_train, y_train,
-                        x_val, y_val, x_test, y_test, class_names, val_fraction, train_size,
-                        seed)
+    splits = _make_splits(key.lower() if key.lower() in DATASETS else key, x_train, y_train,
+                          x_val, y_val, x_test, y_test, class_names, val_fraction, train_size,
+                          seed)
+    if shift is not None:
+        # The test split's shift never depends on `seed` (like the split itself).
+        splits = dataclasses.replace(
+            splits, x_val=apply_shift(splits.x_val, shift, seed=(seed, 1)),
+            x_test=apply_shift(splits.x_test, shift, seed=(_TEST_SPLIT_SEED, 2)))
+    return splits
+
+
+SHIFT_OPS = {
+    "rotate": "rotate:DEGREES, a rotation uniform in [-DEGREES, DEGREES]",
+    "translate": "translate:FRACTION, horizontal and vertical shifts each uniform in "
+                 "[-FRACTION, FRACTION] of the size",
+    "scale": "scale:LOW:HIGH, one zoom factor (both axes) uniform in [LOW, HIGH]",
+}
+"""Known shifts understood by `parse_shift` (`--eval_shift`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shift:
+    """A known random transformation: `op` drawn uniformly in `[low, high]` (human units).
+
+    Attributes:
+        op: `"rotate"` (degrees), `"translate"` (fraction of the size, x and y drawn
+            independently) or `"scale"` (zoom factor, the same for both axes).
+        low, high: the range.
+    """
+
+    op: str
+    low: float
+    high: float
+
+    def policy_ops(self) -> dict:
+        """The learned-policy ops this shift corresponds to, with their true `(low, high)`."""
+        names = {"rotate": ("rotate",), "translate": ("translate_x", "translate_y"),
+                 "scale": ("scale_x", "scale_y")}[self.op]
+        return {name: (self.low, self.high) for name in names}
+
+
+def parse_shift(spec):
+    """`"rotate:40"`, `"translate:0.2"` or `"scale:0.7:1.3"` -> `Shift`; None or `""` -> None.
+
+    Raises:
+        ValueError: the spec is not one of these forms.
+    """
+    if spec is None or isinstance(spec, Shift):
+        return spec
+    text = str(spec).strip()
+    if not text:
+        return None
+    op, *values = text.split(":")
+    try:
+        numbers = [float(v) for v in values]
+    except ValueError:
+        numbers = None
+    forms = "; ".join(SHIFT_OPS.values())
+    if op not in SHIFT_OPS or numbers is None or len(numbers) != (2 if op == "scale" else 1):
+        raise ValueError(f"eval_shift must be one of: {forms}. Received: eval_shift={text!r}")
+    if op == "scale":
+        low, high = numbers
+        if not 0 < low <= high:
+            raise ValueError("eval_shift scale needs 0 < LOW <= HIGH. "
+                             f"Received: eval_shift={text!r}")
+    else:
+        if not numbers[0] > 0 or (op == "translate" and numbers[0] >= 1):
+            raise ValueError(f"eval_shift {op} needs a positive range (translate: below 1). "
+                             f"Received: eval_shift={text!r}")
+        low, high = -numbers[0], numbers[0]
+    return Shift(op, low, high)
+
+
+def apply_shift(x, shift, seed, chunk=1024):
+    """Transforms uint8 images `[N, H, W, C]` by random draws of `shift` (zero fill).
+
+    Each image gets its own draw from `numpy.random.default_rng(seed)`; the warp is bilinear
+    with constant zero fill outside the image (the digits' black background).
+    """
+    shift = parse_shift(shift)
+    if shift is None or len(x) == 0:
+        return x
+    rng = np.random.default_rng(seed)
+    n, height, width = x.shape[0], x.shape[1], x.shape[2]
+    if shift.op == "rotate":
+        kwargs = dict(rotation=np.radians(rng.uniform(shift.low, shift.high, n)))
+    elif shift.op == "translate":
+        kwargs = dict(translate_x=rng.uniform(shift.low, shift.high, n),
+                      translate_y=rng.uniform(shift.low, shift.high, n))
+    else:
+        log_scale = np.log(rng.uniform(shift.low, shift.high, n))
+        kwargs = dict(log_scale_x=log_scale, log_scale_y=log_scale)
+    transforms = warp.matrices_to_transforms(
+        warp.affine_matrix(height, width, **{k: v.astype(np.float32) for k, v in kwargs.items()}))
+    out = []
+    for start in range(0, n, chunk):
+        images = tf.cast(x[start:start + chunk], tf.float32) / 255.0
+        out.append(_to_uint8(warp.projective_warp(images, transforms[start:start + chunk],
+                                                  fill_mode="constant").numpy()))
+    return np.concatenate(out)
 
 
 def _make_splits(name, x_train, y_train, x_val, y_val, x_test, y_test, class_names,

@@ -18,10 +18,12 @@ Ops (see `dabo_tf.augment.AFFINE_OPS` and `COLOR_OPS` for the units):
 * geometric, combined into one warp per image (`FixedAffine`): `rotate` (degrees), `shear`
   (x += s y), `scale_x`/`scale_y` (scale factors, drawn log-uniformly, as `LearnedAffine`
   draws them), `translate_x`/`translate_y` (fractions of the size), `perspective_x/_y`, and
-  `flip` (horizontal flip with probability `(low + high) / 2`);
+  `flip` / `vflip` (horizontal / vertical flip with probability `(low + high) / 2`);
 * colour (`FixedColor`): `brightness` (additive delta; a multiplicative factor when its unit
   says "factor", as in `NoiseAugmenter.policy()`), `intensity_shift` (additive delta),
-  `contrast` and `saturation` (factors; saturation is skipped on 1-channel images).
+  `contrast` and `saturation` (factors; saturation is skipped on 1-channel images);
+* erasing (`FixedCutout`): `cutout`, a square of side `low`..`high` (fraction of the size,
+  uniform) erased with the key `probability` (default 1).
 
 Extra keys of an op's entry (`mean`, `std`) are ignored.
 """
@@ -39,9 +41,10 @@ from dabo_tf import augment, warp
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
 
-GEOMETRIC_OPS = tuple(augment.AFFINE_OPS) + ("flip",)
+GEOMETRIC_OPS = tuple(augment.AFFINE_OPS) + ("flip", "vflip")
 COLOR_OPS = ("brightness", "brightness_factor", "intensity_shift", "contrast", "saturation")
-FLIP_UNIT = "probability of a horizontal flip"
+ERASING_OPS = ("cutout",)
+FLIP_UNIT = augment.FLIP_UNIT
 _WARP_ARGS = {"rotate": "rotation", "shear": "shear", "scale_x": "log_scale_x",
               "scale_y": "log_scale_y", "translate_x": "translate_x",
               "translate_y": "translate_y", "perspective_x": "perspective_x",
@@ -92,14 +95,15 @@ def policy_from_factors(*, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, brig
 
 
 def split_policy(policy: dict):
-    """Splits a policy into `(geometric_ranges, color_ranges)` dicts of `op: (low, high)`.
+    """Splits a policy into `(geometric, color, erasing)` dicts of `op: (low, high)`.
 
     Identity ranges (rotate `[0, 0]`, scale `[1, 1]`, flip probability 0, ...) are dropped.
+    An erasing op's range is `(low, high, probability)`.
 
     Raises:
         ValueError: an op is unknown or its entry has no `low`/`high`.
     """
-    geometric, color = {}, {}
+    geometric, color, erasing = {}, {}, {}
     for op, entry in policy.items():
         if not isinstance(entry, dict) or "low" not in entry or "high" not in entry:
             raise ValueError(f"Each policy entry must be a dict with 'low' and 'high'. "
@@ -107,14 +111,19 @@ def split_policy(policy: dict):
         lo, hi = float(entry["low"]), float(entry["high"])
         if op == "brightness" and "factor" in str(entry.get("unit", "")):
             op = "brightness_factor"
-        if op not in GEOMETRIC_OPS + COLOR_OPS:
-            raise ValueError(f"Unknown policy op. Expected one of {GEOMETRIC_OPS + COLOR_OPS}. "
-                             f"Received: op={op!r}")
+        known = GEOMETRIC_OPS + COLOR_OPS + ERASING_OPS
+        if op not in known:
+            raise ValueError(f"Unknown policy op. Expected one of {known}. Received: op={op!r}")
+        if op in ERASING_OPS:
+            p = float(entry.get("probability", 1.0))
+            if hi > 0 and p > 0:
+                erasing[op] = (lo, hi, p)
+            continue
         identity = _IDENTITY.get(op, 0.0)
         if lo == identity and hi == identity:
             continue
         (geometric if op in GEOMETRIC_OPS else color)[op] = (lo, hi)
-    return geometric, color
+    return geometric, color, erasing
 
 
 def save_policy(policy: dict, path) -> None:
@@ -170,7 +179,7 @@ class _FixedRanges(augment._AugmentationLayer):
         out = {}
         for i, op in enumerate(self.ops):
             lo, hi = self.ranges[op]
-            if op == "flip":
+            if op in ("flip", "vflip"):
                 out[op] = tf.cast(noise[:, i] < 0.5 * (lo + hi), noise.dtype)
             elif op in ("scale_x", "scale_y"):
                 lo, hi = math.log(lo), math.log(hi)
@@ -231,17 +240,19 @@ class FixedAffine(_FixedRanges):
                 kwargs["rotation"] = value * (math.pi / 180.0)
             elif op in ("scale_x", "scale_y"):
                 kwargs[_WARP_ARGS[op]] = tf.math.log(value)
-            elif op != "flip":
+            elif op not in ("flip", "vflip"):
                 kwargs[_WARP_ARGS[op]] = value
         matrices = warp.affine_matrix(h, w, **kwargs)
-        if "flip" in values:  # the image is flipped (x -> w - 1 - x), then warped
-            sign = 1.0 - 2.0 * values["flip"]
-            zeros, ones = tf.zeros_like(sign), tf.ones_like(sign)
-            offset = (1.0 - sign) * 0.5 * (tf.cast(w, sign.dtype) - 1.0)
-            flip = tf.stack([tf.stack([sign, zeros, offset], -1),
-                             tf.stack([zeros, ones, zeros], -1),
-                             tf.stack([zeros, zeros, ones], -1)], -2)
-            matrices = warp.compose(flip, matrices)
+        # The image is flipped (x -> w - 1 - x, y -> h - 1 - y), then warped.
+        for op, row, size in (("flip", 0, w), ("vflip", 1, h)):
+            if op in values:
+                sign = 1.0 - 2.0 * values[op]
+                zeros, ones = tf.zeros_like(sign), tf.ones_like(sign)
+                offset = (1.0 - sign) * 0.5 * (tf.cast(size, sign.dtype) - 1.0)
+                rows = [[ones, zeros, zeros], [zeros, ones, zeros], [zeros, zeros, ones]]
+                rows[row] = [sign, zeros, offset] if row == 0 else [zeros, sign, offset]
+                flip = tf.stack([tf.stack(r, -1) for r in rows], -2)
+                matrices = warp.compose(flip, matrices)
         return matrices
 
     def transform_images(self, images, transformation):
@@ -296,8 +307,58 @@ class FixedColor(_FixedRanges):
 
 
 @_register
+class FixedCutout(augment._AugmentationLayer):
+    """Cutout with a fixed size range and probability, as `LearnedCutout` applies it.
+
+    With probability `probability` an image gets a square of side uniform in `[low, high]`
+    (fractions of the smaller image side) at a uniformly random centre, filled with the
+    image's mean colour (hard edges).
+
+    Args:
+        ranges: `{"cutout": (low, high, probability)}` (or empty: identity).
+        seed: seed of the layer's `SeedGenerator`.
+
+    Input shape: `[N, H, W, C]` or `[H, W, C]`. Output shape: same, same dtype.
+    """
+
+    def __init__(self, ranges=None, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        ranges = dict(ranges or {})
+        unknown = [op for op in ranges if op not in ERASING_OPS]
+        if unknown:
+            raise ValueError(f"Unknown ops {unknown}. Expected names from {ERASING_OPS}. "
+                             f"Received: ranges={ranges}")
+        self.ranges = {op: tuple(float(v) for v in r) for op, r in ranges.items()}
+
+    def call(self, images, training=None, transformation=None):
+        if not self.ranges:
+            return images
+        return super().call(images, training=training, transformation=transformation)
+
+    def get_random_transformation(self, images):
+        return {"noise": self.uniform_noise((tf.shape(images)[0], 4), 0.0, 1.0)}
+
+    def transform_images(self, images, transformation):
+        low, high, probability = self.ranges["cutout"]
+        noise = transformation["noise"]
+        shape = tf.shape(images)
+        x = tf.cast(images, tf.float32)
+        extent = tf.cast(tf.minimum(shape[1], shape[2]), tf.float32)
+        size = (low + (high - low) * noise[:, 0]) * extent
+        centres = noise[:, 1:3] * tf.cast(tf.stack([shape[1], shape[2]]), tf.float32)
+        mask = augment.cutout_mask(shape[1], shape[2], centres, size, softness=0.0)
+        mask = mask * tf.cast(noise[:, 3] < probability, tf.float32)[:, None, None, None]
+        fill = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        return tf.cast(x + mask * (fill - x), images.dtype)
+
+    def get_config(self):
+        return {**super().get_config(),
+                "ranges": {op: list(r) for op, r in self.ranges.items()}}
+
+
+@_register
 class FrozenPolicy(augment._AugmentationLayer):
-    """A frozen policy as one layer: `FixedAffine` (one warp), then `FixedColor`.
+    """A frozen policy as one layer: `FixedAffine` (one warp), `FixedColor`, `FixedCutout`.
 
     Args:
         policy: `{op: {"low": ..., "high": ..., "unit": ...}}`, e.g. `augmenter.policy()`,
@@ -305,7 +366,7 @@ class FrozenPolicy(augment._AugmentationLayer):
         fill_mode: how the warp fills outside the image. Defaults to `"reflect"`.
         interpolation: `"bilinear"` or `"nearest"`. Defaults to `"bilinear"`.
         clip: clip colour-jittered images to [0, 1]. Defaults to False.
-        seed: seed of the geometric part (the colour part uses `seed + 1`).
+        seed: seed of the geometric part (colour uses `seed + 1`, cutout `seed + 2`).
 
     Input shape: `[N, H, W, C]` or `[H, W, C]`. Output shape: same, same dtype. Identity
     unless called with `training=True` (Keras passes it during `fit`).
@@ -315,7 +376,7 @@ class FrozenPolicy(augment._AugmentationLayer):
                  seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         self.policy = {op: dict(entry) for op, entry in policy.items()}
-        geometric, color = split_policy(self.policy)
+        geometric, color, erasing = split_policy(self.policy)
         self.fill_mode = fill_mode
         self.interpolation = interpolation
         self.clip = bool(clip)
@@ -323,9 +384,11 @@ class FrozenPolicy(augment._AugmentationLayer):
                                   seed=seed, name="fixed_affine")
         self.color = FixedColor(color, clip=clip, seed=None if seed is None else seed + 1,
                                 name="fixed_color")
+        self.erasing = FixedCutout(erasing, seed=None if seed is None else seed + 2,
+                                   name="fixed_cutout")
 
     def build(self, input_shape=None):
-        for layer in (self.affine, self.color):
+        for layer in (self.affine, self.color, self.erasing):
             if not layer.built:
                 layer.build(input_shape)
         self.built = True
@@ -333,7 +396,9 @@ class FrozenPolicy(augment._AugmentationLayer):
     def call(self, images, training=None):
         if not training:
             return images
-        return self.color(self.affine(images, training=True), training=True)
+        for layer in (self.affine, self.color, self.erasing):
+            images = layer(images, training=True)
+        return images
 
     def get_config(self):
         return {**super().get_config(), "policy": self.policy, "fill_mode": self.fill_mode,

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
 
-from dabo_tf import augment, models
+from dabo_tf import augment, data, models
 from dabo_tf.callbacks import parse_profile_batches
 from dabo_tf.config import MODES, Config
 from dabo_tf.warp import FILL_MODES
@@ -87,6 +87,11 @@ def check_config(config: Config) -> Config:
         fail(value is not None and (int(value) != value or value < 1),
              f"{name} must be a positive integer or None", name)
     fail(not 0.0 <= config.val_fraction < 1.0, "val_fraction must be in [0, 1)", "val_fraction")
+    fail(not 0.0 <= config.augmenter_warmup < 1.0,
+         "augmenter_warmup must be a fraction of the training steps in [0, 1)",
+         "augmenter_warmup")
+    fail(not 0.0 <= config.augmenter_init_magnitude <= 0.5,
+         "augmenter_init_magnitude must be in [0, 0.5]", "augmenter_init_magnitude")
     fail(config.mode == "dabo" and config.val_fraction <= 0 and config.dataset != "folder",
          "mode dabo needs a validation split: set val_fraction > 0", "val_fraction")
     for name in ("lr", "augmenter_lr"):
@@ -105,6 +110,7 @@ def check_config(config: Config) -> Config:
          "lr_milestones must be increasing positive epoch numbers", "lr_milestones")
     one_of("augmenter", AUGMENTERS)
     one_of("augmenter_optimizer", AUGMENTER_OPTIMIZERS)
+    one_of("augmenter_magnitude_scale", ("log", "linear"))
     one_of("fill_mode", FILL_MODES)
     one_of("distribute", DISTRIBUTE)
     one_of("mixed_precision", MIXED_PRECISION)
@@ -116,6 +122,7 @@ def check_config(config: Config) -> Config:
         fail(bool(unknown), f"{name} has unknown ops {unknown}; known: {list(HAND_OPS)}", name)
     try:
         parse_profile_batches(config.profile_batches, config.epochs, 1)
+        data.parse_shift(config.eval_shift)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return config
@@ -265,13 +272,24 @@ def as_augment_fn(augmentation) -> Optional[Callable]:
                     f"Received: augmentation={augmentation!r}")
 
 
-def build_learned_augmenter(config: Config) -> augment.Augmenter:
-    """The DABO augmenter of `config` (`augmenter`, `augmenter_color`, ...)."""
-    return augment.build_augmenter(config.augmenter, color=config.augmenter_color,
+def learned_color(config: Config, image_shape) -> bool:
+    """`config.augmenter_color`, or when None: True for 3-channel (colour) images."""
+    if config.augmenter_color is None:
+        return int(image_shape[-1]) == 3
+    return bool(config.augmenter_color)
+
+
+def build_learned_augmenter(config: Config, image_shape) -> augment.Augmenter:
+    """The DABO augmenter of `config` (`augmenter`, `augmenter_color`, ...) for these images."""
+    return augment.build_augmenter(config.augmenter, color=learned_color(config, image_shape),
                                    projective=config.augmenter_projective,
+                                   flip=config.augmenter_flip, vflip=config.augmenter_vflip,
+                                   cutout=config.augmenter_cutout,
                                    fill_mode=config.fill_mode,
                                    identity_init=config.augmenter_identity_init,
                                    learn_mean=config.augmenter_learn_mean,
+                                   init_magnitude=config.augmenter_init_magnitude,
+                                   magnitude_scale=config.augmenter_magnitude_scale,
                                    seed=config.seed + 1000)
 
 

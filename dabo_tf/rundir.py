@@ -78,6 +78,38 @@ def check_workdir(workdir, *, resume=False, overwrite=False) -> None:
                           "(--resume) to continue it, overwrite (--overwrite) to start "
                           f"over, or choose another output folder. "
                           f"Received: workdir={str(workdir)!r}")
+    if resume and not overwrite and not backup_readable(workdir):
+        raise ConfigError(f"The unfinished run in {str(workdir)!r} cannot be resumed: it "
+                          "stopped while writing its backup, which is unreadable. Pass "
+                          "overwrite (--overwrite) to start it over. "
+                          f"Received: workdir={str(workdir)!r}")
+
+
+def backup_readable(workdir) -> bool:
+    """Whether `BackupAndRestore` can restore `workdir`'s backup (True when there is none).
+
+    A run killed while its weights were being written leaves a truncated HDF5 file. Keras
+    falls back to the previous epoch's copy (`double_checkpoint=True`, see `dabo_tf.train`);
+    only when that copy is missing or unreadable too is the run lost.
+    """
+    weights = pathlib.Path(workdir) / "backup" / "latest.weights.h5"
+    return not weights.exists() or any(
+        _readable_hdf5(path) for path in (weights, _previous(weights)))
+
+
+def _previous(path):
+    """The previous copy `BackupAndRestore(double_checkpoint=True)` keeps of `path`."""
+    return path.with_name(path.name + ".bkp")
+
+
+def _readable_hdf5(path) -> bool:
+    import h5py  # a Keras dependency: `.weights.h5` files are HDF5
+
+    try:
+        with h5py.File(path, "r"):
+            return True
+    except OSError:
+        return False
 
 
 def prepare_workdir(workdir, *, resume=False, overwrite=False) -> bool:
@@ -160,7 +192,11 @@ def read_history(path) -> dict:
 
 def completed_epochs(workdir) -> int:
     """Epochs completed by the unfinished run in `workdir` (from its `BackupAndRestore` state)."""
-    path = pathlib.Path(workdir) / "backup" / "training_metadata.json"
+    backup = pathlib.Path(workdir) / "backup"
+    path = backup / "training_metadata.json"
+    weights = backup / "latest.weights.h5"
+    if weights.exists() and not _readable_hdf5(weights):  # Keras restores the previous copy
+        path = _previous(path)
     try:
         return int(json.loads(path.read_text())["epoch"])
     except (OSError, ValueError, KeyError):

@@ -105,7 +105,7 @@ def load_data(config: Config) -> data.DataSplits:
     try:
         return data.load(config.dataset, data_dir=config.data_dir, image_size=config.image_size,
                          val_fraction=config.val_fraction, train_size=config.train_size,
-                         seed=config.seed)
+                         seed=config.seed, eval_shift=config.eval_shift)
     except ValueError as e:
         raise ConfigError(str(e)) from e
 
@@ -169,7 +169,9 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
                                         initial_epoch)
         run_callbacks += [
             keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
-            keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False),
+            # Two copies: a run killed while writing one resumes from the other.
+            keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False,
+                                             double_checkpoint=True),
             keras.callbacks.TensorBoard(log_dir=str(workdir / "logs"), write_graph=False,
                                         profile_batch=profile),
         ]
@@ -202,6 +204,10 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
         "train_seconds": meter.total_train_seconds,
         "images_per_second": meter.images_per_second,
         "optimizer_iterations": _to_int(model.optimizer.iterations),
+        # Honest selection: the reported model is the last epoch's, whatever the validation
+        # accuracy did; runners say what else the validation split was used for.
+        "reported_epoch": "last",
+        "validation_split_use": "monitoring only",
     }
     return history, metrics
 
@@ -273,10 +279,14 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
     pre = as_augment_fn(build_hand_augmentation(config.pre_augmentation, config.image_size,
                                                 config.seed + 100))
     classifier = build_classifier(config, splits)
-    augmenter = build_learned_augmenter(config)
+    augmenter = build_learned_augmenter(config, splits.image_shape)
     model = DaboModel(classifier, augmenter, inner_lr=config.inner_lr,
                       inner_steps=config.inner_steps,
                       augmenter_update_every=config.augmenter_update_every,
+                      augmenter_warmup_steps=round(config.augmenter_warmup * config.epochs
+                                                   * steps),
+                      normalize_lookahead=config.normalize_lookahead,
+                      antithetic=config.antithetic,
                       hypergradient_dtype=(None if config.hypergradient_dtype == "policy"
                                            else config.hypergradient_dtype))
     model.compile(optimizer=make_optimizer(config, steps),
@@ -301,6 +311,8 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
     history, metrics = fit_and_evaluate(model, config, splits, train_ds, workdir, callbacks,
                                         augment_fn)
     metrics["augmenter_optimizer_iterations"] = _to_int(model.augmenter_optimizer.iterations)
+    metrics["validation_split_use"] = ("trains the augmenter (the hypergradient's look-ahead "
+                                       "loss); chooses no epoch and no policy")
     metrics["augmenter_params"] = int(augmenter.count_params())
     return RunResult(model, classifier, history, metrics, policy=augmenter.policy(),
                      augment_fn=augment_fn)

@@ -1,6 +1,7 @@
 """BACH (ICIAR 2018 breast-cancer histology, 4 classes) as in the DABO paper's code.
 
     python run.py --dataset=bach --data_dir=/path/to/ICIAR2018_BACH_Challenge/Photos
+    python run.py --experiment=bach:paper --data_dir=...   # the paper's noise-MLP augmenter
 
 Expected runtime: not measured yet (400 microscopy images; 40 epochs of ResNet-18 at 512x512
 with a bilevel step: of the order of an hour on one GPU). BACH is not in TensorFlow Datasets:
@@ -11,8 +12,10 @@ a 20% validation split.
 
 Settings from the released configs: ResNet-18 with the ImageNet stem, 40 epochs, batch 16,
 SGD 0.1, momentum 0.9, weight decay 5e-4, learning rate 0.1 -> 0.01 (epoch 6) -> 0.001
-(epoch 10) -> 1e-4 (epoch 20); noise-MLP augmenter with SGD 0.2, momentum 0.9, weight decay
-0.01; no hand augmentation. Differences: the paper fine-tunes ImageNet-pretrained weights
+(epoch 10) -> 1e-4 (epoch 20); no hand augmentation. The augmentation is learned with
+dabo-tf's defaults plus learned horizontal and vertical flips (histology has no up or left);
+`bach:paper` uses the paper's noise-MLP augmenter with SGD 0.2, momentum 0.9, weight decay
+0.01 (`experiments.PAPER`). Differences: the paper fine-tunes ImageNet-pretrained weights
 (Keras has none for ResNet-18: this trains from scratch) and trains on 512x512 patches of the
 2048x1536 images (12 per image) and tests on whole images; here each whole image is resized
 to 512x512.
@@ -34,11 +37,8 @@ def get_config(variant=None) -> dict:
         lr_decay=0.1,
         val_fraction=0.2,
         mode="dabo",
-        augmenter="network",
-        augmenter_identity_init=False,
-        augmenter_optimizer="sgd",
-        augmenter_lr=0.2,
-        augmenter_weight_decay=0.01,
+        augmenter_flip=True,
+        augmenter_vflip=True,
         pre_augmentation=(),
         hand_policy=("flip", "vflip", "rotate"),
     )

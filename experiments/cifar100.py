@@ -7,8 +7,8 @@ data size). The data comes from TensorFlow Datasets (`cifar100`, downloaded on f
 when online, or read from `--data_dir`).
 
 The DABO paper's code has no CIFAR-100 settings, so this preset reuses CIFAR-10's exactly
-(ResNet-18, 201 epochs, batch 128, SGD 0.1 with x0.2 steps at 60/120/160, noise-MLP augmenter
-with SGD 0.2, flip before the augmenter, 20% validation split); only the data set differs.
+(ResNet-18, 201 epochs, batch 128, SGD 0.1 with x0.2 steps at 60/120/160, dabo-tf's default
+learned augmenter, flip before it, 20% validation split); only the data set differs.
 """
 
 

@@ -6,7 +6,8 @@ searched augmentation, several seeds.
 
 Every method trains `small_cnn` on 300 digits (240 train / 60 validation) at 32x32 for 30
 epochs with the same optimiser; the test split is the fixed 539-image hold-out. Writes
-`comparison.md/.csv/.png` to the output folder. Measured results are in the README.
+`comparison.md/.csv/.png` to the output folder. The measured comparison, on more regimes
+and with the learned ranges scored, is the development suite `benchmarks/quality.py` (README).
 """
 
 from experiments import digits

@@ -19,7 +19,7 @@ reorganise it once, e.g.:
 (the official validation set becomes the test split; 20% of train is held out for DABO's
 validation). The paper released no Tiny ImageNet configuration: this reuses CIFAR-10's
 (ResNet-18 with the 3x3 stem, 201 epochs, batch 128, SGD 0.1 with x0.2 steps at 60/120/160,
-noise-MLP augmenter with SGD 0.2, flip before the augmenter).
+dabo-tf's default learned augmenter, flip before it).
 """
 
 

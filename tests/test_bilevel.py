@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import dabo_tf
-from dabo_tf import augment
+from dabo_tf import augment, bilevel
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -43,10 +43,17 @@ def stream(n=32, batch_size=8, seed=0):
     return dabo_tf.data.with_validation_stream(train, val)
 
 
+def learned_augmenter(width):
+    """Affine and colour ranges of half-width `width` (0: the identity, with no hypergradient)."""
+    return augment.Augmenter(
+        [augment.LearnedAffine(init_magnitude=width, magnitude_scale="linear", seed=1),
+         augment.LearnedColor(init_magnitude=width, magnitude_scale="linear", seed=2)])
+
+
 def dabo_model(classifier=None, augmenter=None, **kwargs):
+    kwargs.setdefault("antithetic", False)  # exact comparisons need the whole batch
     classifier = classifier or tiny_classifier()
-    augmenter = augmenter or augment.Augmenter([augment.LearnedAffine(seed=1),
-                                                augment.LearnedColor(seed=2)])
+    augmenter = augmenter or learned_augmenter(0.1)
     return dabo_tf.DaboModel(classifier, augmenter, **kwargs)
 
 
@@ -62,7 +69,9 @@ def test_hypergradient_matches_finite_differences(inner_steps):
     classifier = tiny_classifier(dtype=dtype)
     augmenter = augment.Augmenter([augment.LearnedAffine(seed=1, dtype=dtype),
                                    augment.LearnedColor(seed=2, dtype=dtype)], dtype=dtype)
-    model = dabo_tf.DaboModel(classifier, augmenter, inner_lr=0.5, inner_steps=inner_steps)
+    # The exact truncated problem (the paper's step); the normalised one has its own test.
+    model = dabo_tf.DaboModel(classifier, augmenter, inner_lr=0.5, inner_steps=inner_steps,
+                              normalize_lookahead=False)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
     set_augmenter(model)
@@ -136,7 +145,7 @@ def test_exact_batchnorm_moments_only_inside_their_context():
 
 
 def test_virtual_passes_leave_batchnorm_statistics_alone():
-    model = dabo_model()
+    model = dabo_model(augmenter=learned_augmenter(0.0))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
     x, y = batch()
     xv, _ = batch(seed=1)
@@ -144,7 +153,7 @@ def test_virtual_passes_leave_batchnorm_statistics_alone():
     yv = y
     classifier = model.classifier
     before = [v.numpy() for v in classifier.non_trainable_variables]
-    # The augmenter is the identity at start, so the real pass sees x itself.
+    # The augmenter is the identity, so the real pass sees x itself.
     _, expected = classifier.stateless_call(
         [v.numpy() for v in classifier.trainable_variables], before, x, training=True)
     model.train_on_batch(((x, y), (xv, yv)))
@@ -155,7 +164,7 @@ def test_virtual_passes_leave_batchnorm_statistics_alone():
 
 
 def test_classifier_update_is_the_training_gradient():
-    model = dabo_model()
+    model = dabo_model(augmenter=learned_augmenter(0.0))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
     x, y = batch()
     xv, yv = batch(seed=1)
@@ -237,6 +246,7 @@ def test_augmenter_update_every_k_steps():
     model = dabo_model(augmenter_update_every=2)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS,
                   augmenter_optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
+    set_augmenter(model)  # a zero-width range gets no hypergradient
     (x, y), (xv, yv) = batch(), batch(seed=1)
     snapshots = []
     for _ in range(4):
@@ -246,6 +256,72 @@ def test_augmenter_update_every_k_steps():
     changed = [any(np.abs(a - b).max() > 0 for a, b in zip(s0, s1))
                for s0, s1 in zip(snapshots, snapshots[1:])]
     assert changed == [True, False, True, False]
+
+
+@pytest.mark.parametrize("every,warmup,want", [(1, 3, [False, False, False, True, True]),
+                                                (2, 1, [False, False, True, False, True])])
+def test_augmenter_warmup_steps(every, warmup, want):
+    model = dabo_model(augmenter_update_every=every, augmenter_warmup_steps=warmup)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS,
+                  augmenter_optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
+    set_augmenter(model)
+    (x, y), (xv, yv) = batch(), batch(seed=1)
+    snapshots = []
+    for _ in range(5):
+        snapshots.append([w.numpy().copy() for w in model.augmenter.trainable_weights])
+        model.train_on_batch(((x, y), (xv, yv)))
+    snapshots.append([w.numpy().copy() for w in model.augmenter.trainable_weights])
+    changed = [any(np.abs(a - b).max() > 0 for a, b in zip(s0, s1))
+               for s0, s1 in zip(snapshots, snapshots[1:])]
+    assert changed == want
+    assert int(model.augmenter_optimizer.iterations) == sum(want)
+
+
+def test_normalized_lookahead_equals_finite_differences_of_its_objective():
+    # A toy in float64: augmented data a = theta * c, train loss 0.5 ||w - a||^2 (g = w - a),
+    # validation loss sum(b * w) + 0.5 ||w||^2. The normalised look-ahead is
+    # w' = w - lr * ||g_0|| * g(theta) / ||g(theta)||, with ||g_0|| held at theta_0.
+    rng = np.random.default_rng(0)
+    w0, c, b = (tf.constant(rng.standard_normal(5)) for _ in range(3))
+    theta = keras.Variable([0.7], dtype="float64")
+    lr = 0.3
+
+    def run(normalize):
+        return bilevel.unrolled_hypergradient(
+            lambda: theta * c, lambda w, a: (0.5 * tf.reduce_sum((w[0] - a) ** 2), None),
+            lambda w: tf.reduce_sum(b * w[0]) + 0.5 * tf.reduce_sum(w[0] ** 2), [w0],
+            [theta], inner_lr=lr, normalize_lookahead=normalize).hypergradients[0].numpy()
+
+    def objective(t, normalize):
+        g, g0 = w0 - t * c, w0 - 0.7 * c
+        step = g / tf.norm(g) * tf.norm(g0) if normalize else g
+        w = w0 - lr * step
+        return float(tf.reduce_sum(b * w) + 0.5 * tf.reduce_sum(w ** 2))
+
+    eps = 1e-6
+    for normalize in (False, True):
+        fd = (objective(0.7 + eps, normalize) - objective(0.7 - eps, normalize)) / (2 * eps)
+        np.testing.assert_allclose(run(normalize), [fd], rtol=1e-4)
+    assert abs(run(True)[0] - run(False)[0]) > 1e-2 * abs(run(False)[0])
+
+
+def test_antithetic_step_trains_on_mirrored_pairs():
+    augmenter = augment.Augmenter([augment.LearnedAffine(seed=1), augment.LearnedColor(seed=2),
+                                   augment.LearnedFlip(seed=3), augment.LearnedCutout(seed=4)])
+    model = dabo_model(augmenter=augmenter, antithetic=True)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False)
+    (x, y), (xv, yv) = batch(), batch(seed=1)
+    x2, y2, t = model.antithetic_batch(tf.constant(x[:7]), tf.constant(y[:7]))  # odd: 3 pairs
+    assert x2.shape[0] == 6 and np.array_equal(x2[:3], x2[3:]) and np.array_equal(y2[:3], y2[3:])
+    np.testing.assert_array_equal(t[0]["noise"][3:], -t[0]["noise"][:3])
+    np.testing.assert_allclose(t[2]["gate"][3:], 1.0 - t[2]["gate"][:3])
+    np.testing.assert_allclose(t[3]["centre"][3:], 1.0 - t[3]["centre"][:3])
+    before = [w.numpy().copy() for w in model.augmenter.trainable_weights]
+    logs = model.train_on_batch(((x, y), (xv, yv)), return_dict=True)
+    assert np.isfinite(logs["loss"]) and logs["hypergrad_norm"] > 0
+    assert all(np.abs(a - w.numpy()).max() > 0
+               for a, w in zip(before, model.augmenter.trainable_weights))
+    assert dabo_tf.DaboModel.from_config(model.get_config()).antithetic
 
 
 def test_non_finite_step_is_skipped_and_counted():

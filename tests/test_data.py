@@ -208,3 +208,34 @@ def test_with_validation_stream_structure_and_cardinality():
     assert yb.dtype == tf.int32 and xv.dtype == tf.float32
     with pytest.raises(ValueError, match="cardinality"):
         data.with_validation_stream(train, data.make_pipeline(x[:3], y[:3], 4, training=True))
+
+
+def test_eval_shift_transforms_validation_and_test_only():
+    plain = data.load("digits", image_size=16, train_size=200, seed=3)
+    shifted = data.load("digits", image_size=16, train_size=200, seed=3,
+                        eval_shift="rotate:40")
+    np.testing.assert_array_equal(shifted.x_train, plain.x_train)
+    np.testing.assert_array_equal(shifted.y_test, plain.y_test)
+    for a, b in ((shifted.x_val, plain.x_val), (shifted.x_test, plain.x_test)):
+        assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() > 5
+    again = data.load("digits", image_size=16, train_size=200, seed=3, eval_shift="rotate:40")
+    np.testing.assert_array_equal(again.x_val, shifted.x_val)
+    other_seed = data.load("digits", image_size=16, train_size=200, seed=4,
+                           eval_shift="rotate:40")
+    np.testing.assert_array_equal(other_seed.x_test, shifted.x_test)  # the test split is fixed
+
+
+def test_parse_shift_forms_and_errors():
+    assert data.parse_shift("") is None and data.parse_shift(None) is None
+    assert data.parse_shift("rotate:40") == data.Shift("rotate", -40.0, 40.0)
+    assert data.parse_shift("translate:0.2").policy_ops() == {"translate_x": (-0.2, 0.2),
+                                                              "translate_y": (-0.2, 0.2)}
+    assert data.parse_shift("scale:0.7:1.3").policy_ops()["scale_y"] == (0.7, 1.3)
+    for bad in ("spin:3", "rotate", "rotate:x", "translate:1.5", "scale:1.3:0.7", "scale:2"):
+        with pytest.raises(ValueError, match="Received: eval_shift"):
+            data.parse_shift(bad)
+    # A known shift of zoom 2 makes a centred dot bigger: scale acts about the centre.
+    dot = np.zeros((1, 9, 9, 1), np.uint8)
+    dot[0, 4, 4] = 255
+    zoomed = data.apply_shift(dot, "scale:2:2", seed=0)
+    assert zoomed[0, 4, 4, 0] > 0 and (zoomed > 0).sum() > 1

@@ -1,31 +1,22 @@
-"""DABO learns the augmentation the validation data asks for (rotated digits)."""
+"""DABO learns the augmentation a known shift asks for (rotated validation digits)."""
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import dabo_tf
-from dabo_tf import augment, data, models, warp
+from dabo_tf import augment, data, models
 
 SIZE = 16
+TRUE_DEGREES = 40.0
 
 
-def rotate(images, seed, max_degrees=40.0):
-    angles = np.radians(np.random.default_rng(seed).uniform(-max_degrees, max_degrees,
-                                                            len(images)))
-    m = warp.affine_matrix(SIZE, SIZE, rotation=angles)
-    return warp.projective_warp(images.astype(np.float32) / 255.0,
-                                warp.matrices_to_transforms(m), fill_mode="constant").numpy()
-
-
-def test_dabo_learns_rotation_from_rotated_validation_data():
-    splits = data.load("digits", image_size=SIZE, val_fraction=0.2, seed=0)
-    x_train, y_train = splits.x_train, splits.y_train  # upright
-    x_val, y_val = rotate(splits.x_val, 1), splits.y_val  # rotated by +-40 degrees
-    x_test, y_test = rotate(splits.x_test, 2), splits.y_test
-    train = data.make_pipeline(x_train, y_train, 64, training=True, seed=0)
-    val = data.make_pipeline(x_val, y_val, 64, training=True, seed=1)
-    test = data.make_pipeline(x_test, y_test, 256, training=False)
+def test_dabo_recovers_the_rotation_range_of_rotated_validation_data():
+    # Training digits upright; validation and test rotated by U(-40, 40) degrees.
+    splits = data.load("digits", image_size=SIZE, val_fraction=0.2, seed=0,
+                       eval_shift=f"rotate:{TRUE_DEGREES:g}")
+    train = data.make_pipeline(splits.x_train, splits.y_train, 64, training=True, seed=0)
+    val = data.make_pipeline(splits.x_val, splits.y_val, 64, training=True, seed=1)
+    test = data.make_pipeline(splits.x_test, splits.y_test, 256, training=False)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     epochs = 15
 
@@ -40,21 +31,22 @@ def test_dabo_learns_rotation_from_rotated_validation_data():
     plain.fit(train, epochs=epochs, verbose=0)
     plain_acc = plain.evaluate(test, verbose=0)[1]
 
+    # The library's defaults (centred log half-widths from a small start, normalised
+    # look-ahead, mirrored pairs, Adam 0.03); XLA makes the run bit-reproducible.
     keras.utils.set_random_seed(0)
     augmenter = augment.Augmenter([augment.LearnedAffine(ops=("rotate",), fill_mode="constant",
                                                          seed=1)])
     model = dabo_tf.DaboModel(classifier(), augmenter)
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                  augmenter_optimizer=keras.optimizers.Adam(0.02), loss=loss,
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=loss,
                   metrics=["accuracy"], jit_compile=True)
-    assert augmenter.policy()["rotate"]["high"] == 0.0  # identity at start
+    start = augmenter.policy()["rotate"]
+    assert start["low"] == -start["high"] and 2.0 < start["high"] < 3.5  # small, centred
     history = model.fit(data.with_validation_stream(train, val), epochs=epochs, verbose=0)
     dabo_acc = model.evaluate(test, verbose=0)[1]
-    spread = augmenter.policy()["rotate"]
-    half_range = (spread["high"] - spread["low"]) / 2
+    learned = augmenter.policy()["rotate"]
     print(f"no augmentation {plain_acc:.3f}, DABO {dabo_acc:.3f}, learned rotation "
-          f"[{spread['low']:.1f}, {spread['high']:.1f}] degrees; per epoch "
-          f"{np.round(history.history['aug_rotate_deg'], 1).tolist()}")
-    assert half_range > 15.0
+          f"[{learned['low']:.1f}, {learned['high']:.1f}] degrees (truth +-{TRUE_DEGREES:g}); "
+          f"per epoch {np.round(history.history['aug_rotate_deg'], 1).tolist()}")
+    assert learned["low"] == -learned["high"]
+    assert 0.6 * TRUE_DEGREES <= learned["high"] <= 1.4 * TRUE_DEGREES
     assert dabo_acc >= plain_acc + 0.10
-    assert tf.math.is_finite(history.history["loss"][-1])

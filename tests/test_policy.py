@@ -131,7 +131,7 @@ def test_learned_policy_freezes():
     augmenter = augment.build_augmenter(color=True, seed=0)
     augmenter.build((None, 8, 8, 3))
     for layer in augmenter.augmenters:
-        layer.magnitude.assign(tf.fill(layer.magnitude.shape, 0.1))
+        layer.set_half_widths(0.1)
     front = P.policy_to_layers(augmenter.policy(), seed=0)
     assert len(front.affine.ops) == 6 and len(front.color.ops) == 3
     assert front(_images(4, 8, 3), training=True).shape == (4, 8, 8, 3)

@@ -50,7 +50,7 @@ def test_hyperparameter_names_follow_dabo_ops(splits):
         # Every factor defaults to "off": the default policy is the identity.
         assert not any(factors.values())
         pol = model.policy(hp)
-        assert policy.split_policy(pol) == ({}, {})
+        assert policy.split_policy(pol) == ({}, {}, {})
         assert ("saturation" in pol) == saturation
     custom = policy_search.AugmentationHyperModel(
         _config(), splits, search_space={"rotate": (0, 90), "shear": None, "flip": False})

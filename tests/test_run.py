@@ -67,13 +67,21 @@ def check_run_dir(workdir, mode):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and 0.0 <= metrics["best_val_accuracy"] <= 1.0
     assert metrics["wall_time_s"] > 0 and metrics["images_per_second"] > 0
     assert metrics["config"]["model"] == "tiny_cnn" and metrics["config"]["jit_compile"] is False
+    assert metrics["reported_epoch"] == "last"  # honest selection: nothing chosen on val
+    assert metrics["validation_split_use"].startswith(
+        "trains the augmenter" if mode == "dabo" else "monitoring")
     for rel in metrics["outputs"].values():
         assert (workdir / rel).exists(), rel
 
     policy = json.loads((workdir / "policy.json").read_text())
     if mode == "dabo":
         assert {"rotate", "shear", "scale_x", "translate_y"} <= set(policy)
-        assert all(p["low"] <= p["high"] and p["unit"] for p in policy.values())
+        config = metrics["config"]
+        learned_gates = config["augmenter_flip"] and config["augmenter_cutout"]
+        if learned_gates:  # the relaxed flip and cutout reach policy.json
+            assert {"flip", "cutout"} <= set(policy) and "probability" in policy["cutout"]
+        assert all(p["low"] == -p["high"] and p["unit"] for op, p in policy.items()
+                   if op in ("rotate", "shear", "translate_x", "translate_y"))  # centred
     elif mode == "hand":
         assert list(policy) == ["crop", "rotate"]
     else:
@@ -97,6 +105,8 @@ def check_run_dir(workdir, mode):
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(logs / "validation")
     if mode == "dabo":
         assert {"epoch_aug_rotate_deg", "epoch_hypergrad_norm"} <= train_tags
+        if learned_gates:
+            assert {"epoch_aug_flip_probability", "epoch_aug_cutout_size"} <= train_tags
     if mode != "none":
         assert "original_vs_augmented" in _tags(logs / "augmentations")
     assert glob.glob(str(logs / "train" / "plugins" / "profile" / "*" / "*.xplane.pb"))
@@ -140,7 +150,8 @@ def test_dabo_killed_after_first_epoch_then_resumed(tmp_path):
             def on_epoch_end(self, epoch, logs=None):
                 os._exit(17)  # like SIGKILL: no cleanup at all
 
-        config = Config(**experiments.get_config("digits:smoke"), verbose=2)
+        config = Config(**experiments.get_config("digits:smoke"), verbose=2,
+                        augmenter_flip=True, augmenter_cutout=True)
         train.train_and_evaluate(config, {str(workdir)!r}, callbacks=[Kill()])
     """)
     killed = subprocess.run([sys.executable, "-c", driver], env=_env(), capture_output=True,
@@ -219,6 +230,8 @@ def test_offline_tfds_error(cli, tmp_path, monkeypatch):
     (["--lr=-0.1"], "Received: lr=-0.1"),
     (["--lr_milestones=5,x"], "--lr_milestones must be"),
     (["--hand_policy=crop,warp"], "hand_policy has unknown ops"),
+    (["--eval_shift=spin:3"], "Received: eval_shift='spin:3'"),
+    (["--augmenter_warmup=1.5"], "Received: augmenter_warmup=1.5"),
     (["--experiment=imagenet"], "Unknown experiment preset"),
     (["--dataset=folder", "--data_dir=/no/such/folder"], "does not exist"),
     (["--resume"], "--resume needs --output_dir"),
@@ -228,6 +241,19 @@ def test_bad_values_end_with_one_message(cli, tmp_path, args, fragment):
                        if "--resume" not in args else "--seed=0")
     assert code == 2 and fragment in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_resuming_a_run_of_an_older_version_names_the_missing_settings(cli, tmp_path):
+    from dabo_tf.config import Config
+
+    run_dir = tmp_path / "old"
+    (run_dir / "backup").mkdir(parents=True)
+    saved = {k: v for k, v in Config().to_dict().items() if k != "antithetic"}
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    code, _, err = cli("--resume", f"--output_dir={run_dir}")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "no value for antithetic" in err and "--overwrite" in err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["backup", "config.json"]
 
 
 def test_empty_or_corrupt_image_folder(cli, tmp_path):

@@ -51,7 +51,7 @@ class Snapshot(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("name", experiments.PRESETS)
-@pytest.mark.parametrize("variant", [None, "smoke"])
+@pytest.mark.parametrize("variant", [None, "smoke", "paper"])
 def test_presets_are_valid_configs(name, variant):
     overrides = experiments.get_config(name, variant)
     config = recipe.check_config(Config(**overrides))
@@ -61,16 +61,35 @@ def test_presets_are_valid_configs(name, variant):
     assert "python run.py" in doc.split("\n\n")[1]  # the exact command opens the docstring
 
 
+def test_colour_ops_are_learned_by_default_for_colour_images_only():
+    colour = recipe.build_learned_augmenter(Config(), (16, 16, 3))
+    gray = recipe.build_learned_augmenter(Config(), (16, 16, 1))
+    assert [type(a).__name__ for a in colour.augmenters] == ["LearnedAffine", "LearnedColor"]
+    assert [type(a).__name__ for a in gray.augmenters] == ["LearnedAffine"]
+    forced = recipe.build_learned_augmenter(
+        Config(augmenter_color=True, augmenter_flip=True, augmenter_cutout=True), (16, 16, 1))
+    assert [type(a).__name__ for a in forced.augmenters] == [
+        "LearnedAffine", "LearnedColor", "LearnedFlip", "LearnedCutout"]
+
+
 def test_paper_presets():
     c = Config(**experiments.get_config("cifar10"))
     assert (c.model, c.epochs, c.batch_size, c.lr, c.lr_milestones, c.lr_decay) == (
         "resnet18", 201, 128, 0.1, (60, 120, 160), 0.2)
-    assert (c.augmenter, c.augmenter_identity_init, c.augmenter_optimizer, c.augmenter_lr,
-            c.augmenter_weight_decay, c.pre_augmentation) == ("network", False, "sgd", 0.2,
-                                                              0.01, ("flip",))
+    assert (c.augmenter, c.normalize_lookahead, c.antithetic, c.pre_augmentation) == (
+        "distribution", True, True, ("flip",))  # dabo-tf's learned augmentation
+    p = Config(**experiments.get_config("cifar10:paper"))
+    assert (p.model, p.epochs, p.lr_milestones, p.pre_augmentation) == (
+        c.model, c.epochs, c.lr_milestones, c.pre_augmentation)
+    assert (p.augmenter, p.augmenter_identity_init, p.augmenter_optimizer, p.augmenter_lr,
+            p.augmenter_weight_decay, p.normalize_lookahead, p.antithetic) == (
+        "network", False, "sgd", 0.2, 0.01, False, False)
     b = Config(**experiments.get_config("bach"))
     assert (b.model, b.epochs, b.batch_size, b.lr_milestones, b.lr_decay, b.dataset) == (
         "resnet18_imagenet", 40, 16, (6, 10, 20), 0.1, "folder")
+    assert b.augmenter_flip and b.augmenter_vflip  # histology has no up or left
+    bp = Config(**experiments.get_config("bach:paper"))
+    assert not (bp.augmenter_flip or bp.augmenter_vflip or bp.augmenter_cutout)
     with pytest.raises(ValueError, match="Unknown experiment"):
         experiments.get_config("imagenet")
 
@@ -156,6 +175,25 @@ def test_prepare_workdir_rules(tmp_path):
         rundir.prepare_workdir(tmp_path / "file")
 
 
+def test_a_backup_torn_while_being_written(tmp_path):
+    """A run killed while writing its weights resumes from the previous copy, or says why not."""
+    import h5py
+
+    backup = tmp_path / "run" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # torn
+    (backup / "training_metadata.json").write_text('{"epoch": 5, "batch": 0}')
+    with pytest.raises(recipe.ConfigError, match="cannot be resumed.*--overwrite"):
+        rundir.check_workdir(tmp_path / "run", resume=True)
+    rundir.check_workdir(tmp_path / "run", overwrite=True)  # starting over is allowed
+
+    with h5py.File(backup / "latest.weights.h5.bkp", "w"):  # the previous epoch's copy
+        pass
+    (backup / "training_metadata.json.bkp").write_text('{"epoch": 4, "batch": 0}')
+    rundir.check_workdir(tmp_path / "run", resume=True)
+    assert rundir.completed_epochs(tmp_path / "run") == 4  # what Keras will restore
+
+
 def test_mode_without_runner_fails_clearly(monkeypatch):
     monkeypatch.delitem(train.MODE_RUNNERS, "tuner", raising=False)
     monkeypatch.setattr(train, "MODE_MODULES", ())
@@ -197,9 +235,9 @@ def test_hand_run_saved_model_matches_in_memory_classifier(tmp_path):
 
 
 def test_paper_recipe_smoke_on_digits(tmp_path):
-    """cifar10:smoke (noise network, SGD augmenter, step schedule, flip first) on digits."""
-    config = Config(**{**experiments.get_config("cifar10", "smoke"), "dataset": "digits",
-                       "verbose": 0, "profile_batches": "0"})
+    """cifar10:paper, shrunk (noise network, SGD augmenter, step schedule, flip first)."""
+    config = Config(**{**experiments.get_config("cifar10", "smoke"), **experiments.PAPER,
+                       "dataset": "digits", "verbose": 0, "profile_batches": "0"})
     capture = Snapshot("never")
     metrics = train.train_and_evaluate(config, tmp_path / "run", callbacks=[capture])
     model = capture.model

@@ -1,0 +1,83 @@
+"""The quality suite's bookkeeping: range scores, mean shifts, goals and tables (no training)."""
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import quality  # noqa: E402
+
+from dabo_tf import data  # noqa: E402
+
+
+def _entry(low, high):
+    return {"low": low, "high": high, "unit": "u"}
+
+
+def test_range_scores_and_mean_shift():
+    policy = {"rotate": _entry(-30.0, 30.0), "scale_x": _entry(0.8, 1.25),
+              "translate_x": _entry(-0.1, 0.3), "flip": _entry(0.2, 0.2)}
+    assert quality.range_scores(policy, data.parse_shift("rotate:40")) == {"rotate": 0.75}
+    assert quality.range_scores(policy, data.parse_shift("scale:0.7:1.3")) == pytest.approx(
+        {"scale_x": 0.45 / 0.6, "scale_y": 0.0})
+    # translate_x is centred at +0.1 on a width of 0.4: a 25% shift; scales are log-centred.
+    assert quality.mean_shift(policy) == pytest.approx(0.25)
+    assert quality.mean_shift({"scale_x": _entry(0.8, 1.25)}) == pytest.approx(0.0, abs=1e-9)
+
+
+def _result(tmp_path, regime, variant, method, seed, accuracy, policy=None, wall=10.0):
+    run_dir = tmp_path / regime / variant / f"{method}-seed{seed}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "policy.json").write_text(json.dumps(policy or {}))
+    return (regime, variant, method, seed), {"test_accuracy": accuracy, "wall_time_s": wall,
+                                             "run_dir": str(run_dir)}
+
+
+def test_goals_and_tables(tmp_path):
+    results = dict([
+        _result(tmp_path, "digits300", "default", "none", 0, 0.98),
+        _result(tmp_path, "digits300", "default", "dabo", 0, 0.976,
+                {"rotate": _entry(-2.0, 2.0)}),
+        _result(tmp_path, "digits300", "default", "tuner", 0, 0.97, wall=100.0),
+        _result(tmp_path, "rotate", "default", "none", 0, 0.75),
+        _result(tmp_path, "rotate", "default", "hand", 0, 0.85),
+        _result(tmp_path, "rotate", "default", "dabo", 0, 0.90, {"rotate": _entry(-36, 36)}),
+        _result(tmp_path, "rotate", "default", "frozen", 0, 0.88),
+        _result(tmp_path, "rotate", "paper_step", "dabo", 0, 0.80,
+                {"rotate": _entry(-90, 90)}),
+    ])
+    rows = quality.summarise(results)
+    goals = {text: met for text, met, _ in quality.goals(rows, results)}
+    assert goals["digits300: no harm (DABO >= none - 0.5)"] is True  # 97.6 >= 98.0 - 0.5
+    assert goals["digits300: DABO >= the tuner search at <= 1/5 of its time"] is True
+    assert goals["rotate: DABO >= every other method and >= none + 5"] is True
+    assert goals["rotate: learned range within +-30% of the truth (mean over seeds)"] is True
+    assert goals["rotate: frozen policy within 1 point of DABO, std <= 1.5"] is False
+    variant_goals = {t: m for t, m, _ in quality.goals(rows, results, "paper_step")}
+    assert variant_goals["rotate: learned range within +-30% of the truth (mean over "
+                         "seeds)"] is False
+    table = quality.format_tables(rows, results, ["default", "paper_step"])
+    assert "| DABO | 97.60 +- 0.00 | 90.00 +- 0.00 |" in table
+    assert "| `paper_step` | - | 80.00 +- 0.00 | 2.25 |" in table
+    quality.write_outputs(rows, results, ["default", "paper_step"], tmp_path, "settings")
+    assert (tmp_path / "quality.png").stat().st_size > 5000
+    assert "rotate,paper_step,dabo" in (tmp_path / "quality.csv").read_text()
+
+
+def test_jobs_and_arguments():
+    jobs = quality.make_jobs(["digits300", "rotate"], ["default", "linear"],
+                             ["none", "dabo", "tuner"], (0, 1))
+    assert {(j.regime, j.variant, j.method) for j in jobs} == {
+        ("digits300", "default", "none"), ("digits300", "default", "dabo"),
+        ("digits300", "default", "tuner"), ("digits300", "linear", "dabo"),
+        ("rotate", "default", "none"), ("rotate", "default", "dabo"),
+        ("rotate", "linear", "dabo")}
+    assert len(jobs) == 14
+    with pytest.raises(SystemExit):
+        quality.main(["--regimes=mnist"])
+    config = quality._config("digits100", "paper_step", trials=3)
+    assert (config.train_size, config.batch_size, config.normalize_lookahead, config.trials,
+            config.fill_mode) == (100, 16, False, 3, "constant")
