@@ -22,6 +22,7 @@ distribution augmenters, 5th/95th percentiles for the noise network), the format
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import keras
@@ -205,6 +206,15 @@ class _LearnedDistribution(_AugmentationLayer):
     symmetric distribution gets no hypergradient. `"linear"` learns the half-width itself.
     """
 
+    def __init__(self, learn_mean, init_magnitude, magnitude_scale, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        if magnitude_scale not in ("log", "linear"):
+            raise ValueError("magnitude_scale must be 'log' or 'linear'. "
+                             f"Received: magnitude_scale={magnitude_scale!r}")
+        self.learn_mean = learn_mean
+        self.init_magnitude = float(init_magnitude)
+        self.magnitude_scale = magnitude_scale
+
     def _add_distribution_weights(self):
         n = len(self.ops)
         maximum = [MAX_MAGNITUDE[op] for op in self.ops]
@@ -222,6 +232,10 @@ class _LearnedDistribution(_AugmentationLayer):
                 constraint=MagnitudeRange(maximum))
         self.mean = self.add_weight(name="mean", shape=(n,), dtype=self.variable_dtype,
                                     initializer="zeros", trainable=self.learn_mean)
+
+    def get_config(self):
+        return {**super().get_config(), "learn_mean": self.learn_mean,
+                "init_magnitude": self.init_magnitude, "magnitude_scale": self.magnitude_scale}
 
     @classmethod
     def from_config(cls, config):
@@ -248,13 +262,6 @@ class _LearnedDistribution(_AugmentationLayer):
     def op_values(self, transformation):
         """Reparameterisation: `[N, n_ops]` op parameters (internal units) from the noise."""
         return self.mean[None, :] + self.half_widths()[None, :] * transformation["noise"]
-
-
-def _check_magnitude_scale(value):
-    if value not in ("log", "linear"):
-        raise ValueError("magnitude_scale must be 'log' or 'linear'. "
-                         f"Received: magnitude_scale={value!r}")
-    return value
 
 
 @_register
@@ -287,7 +294,7 @@ class LearnedAffine(_LearnedDistribution):
                  init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log",
                  interpolation="bilinear", fill_mode="reflect", fill_value=0.0, seed=None,
                  **kwargs):
-        super().__init__(seed=seed, **kwargs)
+        super().__init__(learn_mean, init_magnitude, magnitude_scale, seed=seed, **kwargs)
         ops = tuple(ops)
         if projective:
             ops += tuple(o for o in ("perspective_x", "perspective_y") if o not in ops)
@@ -301,9 +308,6 @@ class LearnedAffine(_LearnedDistribution):
                              f"Received: interpolation={interpolation!r}")
         self.ops = ops
         self.projective = projective
-        self.learn_mean = learn_mean
-        self.init_magnitude = float(init_magnitude)
-        self.magnitude_scale = _check_magnitude_scale(magnitude_scale)
         self.interpolation = interpolation
         self.fill_mode = fill_mode
         self.fill_value = fill_value
@@ -358,9 +362,8 @@ class LearnedAffine(_LearnedDistribution):
 
     def get_config(self):
         return {**super().get_config(), "ops": list(self.ops), "projective": False,
-                "learn_mean": self.learn_mean, "init_magnitude": self.init_magnitude,
-                "magnitude_scale": self.magnitude_scale, "interpolation": self.interpolation,
-                "fill_mode": self.fill_mode, "fill_value": self.fill_value}
+                "interpolation": self.interpolation, "fill_mode": self.fill_mode,
+                "fill_value": self.fill_value}
 
 
 def adjust_color(images, brightness=None, contrast=None, saturation=None):
@@ -410,16 +413,13 @@ class LearnedColor(_LearnedDistribution):
     def __init__(self, ops=DEFAULT_COLOR_OPS, learn_mean=False,
                  init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log", seed=None,
                  **kwargs):
-        super().__init__(seed=seed, **kwargs)
+        super().__init__(learn_mean, init_magnitude, magnitude_scale, seed=seed, **kwargs)
         unknown = [o for o in ops if o not in COLOR_OPS]
         if unknown:
             raise ValueError(f"Unknown colour ops {unknown}; expected names from "
                              f"{list(COLOR_OPS)}. Received: ops={tuple(ops)}")
         self.requested_ops = tuple(ops)
         self.ops = tuple(ops)
-        self.learn_mean = learn_mean
-        self.init_magnitude = float(init_magnitude)
-        self.magnitude_scale = _check_magnitude_scale(magnitude_scale)
 
     def build(self, input_shape=None):
         channels = None if input_shape is None else input_shape[-1]
@@ -451,9 +451,7 @@ class LearnedColor(_LearnedDistribution):
         return {f"aug_{op}": mag[i] for i, op in enumerate(self.ops)}
 
     def get_config(self):
-        return {**super().get_config(), "ops": list(self.requested_ops),
-                "learn_mean": self.learn_mean, "init_magnitude": self.init_magnitude,
-                "magnitude_scale": self.magnitude_scale}
+        return {**super().get_config(), "ops": list(self.requested_ops)}
 
 
 def _straight_through(probability, noise):
@@ -574,6 +572,25 @@ def cutout_mask(height, width, centres, size, softness=0.5):
     return (rows[:, :, None] * cols[:, None, :])[..., None]
 
 
+def cutout(images, centre_noise, size, softness=0.5):
+    """Erases a square per image, filled with the image's mean colour.
+
+    Args:
+        images: float `[N, H, W, C]`.
+        centre_noise: `[N, 2]` in `[0, 1)`: each square's centre `(y, x)` as a fraction of
+            the image size.
+        size: scalar or `[N]` side of the square, a fraction of the smaller image side.
+        softness: edge ramp of the mask in pixels (`cutout_mask`; 0: hard edges).
+    """
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    extent = tf.cast(tf.minimum(height, width), images.dtype)
+    centres = centre_noise * tf.cast(tf.stack([height, width]), images.dtype)
+    mask = cutout_mask(height, width, centres, size * extent, softness=softness)
+    fill = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+    return images + mask * (fill - images)
+
+
 @_register
 class LearnedCutout(_LearnedGate):
     """Cutout (random erasing) with a learned square size and a learned probability.
@@ -615,17 +632,8 @@ class LearnedCutout(_LearnedGate):
                 "centre": self.uniform_noise((n, 2), 0.0, 1.0)}
 
     def transform_images(self, images, transformation):
-        shape = tf.shape(images)
-        height, width = shape[1], shape[2]
-        extent = tf.cast(tf.minimum(height, width), tf.float32)
-        centres = transformation["centre"] * tf.cast(tf.stack([height, width]), tf.float32)
-
-        def erase(x):
-            mask = cutout_mask(height, width, centres, self.size * extent)
-            fill = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-            return x + mask * (fill - x)
-
-        return self._gated(images, transformation, erase)
+        return self._gated(images, transformation,
+                           lambda x: cutout(x, transformation["centre"], self.size))
 
     def policy(self):
         size = float(keras.ops.convert_to_numpy(self.size))
@@ -870,7 +878,7 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, projecti
         magnitude_scale: `"log"` or `"linear"` parameterisation of those half-widths.
         seed: base seed (each layer draws from its own stream, `seed`, `seed + 1`, ...).
     """
-    seeds = iter(range(seed, seed + 16)) if seed is not None else iter(lambda: None, 0)
+    seeds = itertools.count(seed) if seed is not None else itertools.repeat(None)
     if kind == "distribution":
         layers = [LearnedAffine(projective=projective, fill_mode=fill_mode,
                                 fill_value=fill_value, learn_mean=learn_mean,

@@ -448,7 +448,7 @@ class DaboModel(keras.Model):
         # antithetic bilevel step trains on half the batch, twice).
         if every == 0:
             loss, logits, y = self._plain_update(x, y)
-        elif not self._alternates() or bilevel.replica_all_reduce_sum() is not None:
+        elif not self._alternates():  # (never with several replicas)
             loss, logits, y = self._bilevel_update(x, y, x_val, y_val)
         else:
             bilevel_update, plain_update = (self._xla_steps

@@ -341,15 +341,11 @@ class FixedCutout(augment._AugmentationLayer):
     def transform_images(self, images, transformation):
         low, high, probability = self.ranges["cutout"]
         noise = transformation["noise"]
-        shape = tf.shape(images)
         x = tf.cast(images, tf.float32)
-        extent = tf.cast(tf.minimum(shape[1], shape[2]), tf.float32)
-        size = (low + (high - low) * noise[:, 0]) * extent
-        centres = noise[:, 1:3] * tf.cast(tf.stack([shape[1], shape[2]]), tf.float32)
-        mask = augment.cutout_mask(shape[1], shape[2], centres, size, softness=0.0)
-        mask = mask * tf.cast(noise[:, 3] < probability, tf.float32)[:, None, None, None]
-        fill = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
-        return tf.cast(x + mask * (fill - x), images.dtype)
+        erased = augment.cutout(x, noise[:, 1:3], low + (high - low) * noise[:, 0],
+                                softness=0.0)
+        erase = (noise[:, 3] < probability)[:, None, None, None]
+        return tf.cast(tf.where(erase, erased, x), images.dtype)
 
     def get_config(self):
         return {**super().get_config(),
