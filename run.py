@@ -52,6 +52,7 @@ def _start_tensorflow_quietly():
 _start_tensorflow_quietly()
 
 import experiments  # noqa: E402
+from dabo_tf.augment import MAGNITUDE_SCALES  # noqa: E402
 from dabo_tf.config import MODES, Config  # noqa: E402
 
 _D = Config()
@@ -136,7 +137,7 @@ flags.DEFINE_float("augmenter_init_magnitude", _D.augmenter_init_magnitude,
                    "Distribution augmenter: initial half-width of every op (internal units: "
                    "radians, fractions of the size, log-scale...). A zero width gets no "
                    "hypergradient, so learning starts from a small one.")
-flags.DEFINE_enum("augmenter_magnitude_scale", _D.augmenter_magnitude_scale, ["log", "linear"],
+flags.DEFINE_enum("augmenter_magnitude_scale", _D.augmenter_magnitude_scale, MAGNITUDE_SCALES,
                   "Distribution augmenter: learn log half-widths (a step changes a width by a "
                   "factor; a shrunk width can grow again) or linear ones.")
 flags.DEFINE_float("augmenter_warmup", _D.augmenter_warmup,

@@ -63,6 +63,8 @@ DEFAULT_INIT_MAGNITUDE = 0.05
 """Initial half-width of every learned op (internal units: 2.9 degrees, 5% shifts, x0.95-1.05
 scales...). A symmetric distribution of zero width gets no first-order hypergradient (the
 noise averages out), so learning starts from a small width rather than exactly identity."""
+MAGNITUDE_SCALES = ("log", "linear")
+"""Parameterisations of a learned half-width: its logarithm (the default) or itself."""
 FLIP_UNIT = "probability of a horizontal flip"
 VFLIP_UNIT = "probability of a vertical flip"
 CUTOUT_UNIT = "side of the erased square, fraction of the image size"
@@ -208,8 +210,8 @@ class _LearnedDistribution(_AugmentationLayer):
 
     def __init__(self, learn_mean, init_magnitude, magnitude_scale, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
-        if magnitude_scale not in ("log", "linear"):
-            raise ValueError("magnitude_scale must be 'log' or 'linear'. "
+        if magnitude_scale not in MAGNITUDE_SCALES:
+            raise ValueError(f"magnitude_scale must be one of {MAGNITUDE_SCALES}. "
                              f"Received: magnitude_scale={magnitude_scale!r}")
         self.learn_mean = learn_mean
         self.init_magnitude = float(init_magnitude)

@@ -110,7 +110,7 @@ def check_config(config: Config) -> Config:
          "lr_milestones must be increasing positive epoch numbers", "lr_milestones")
     one_of("augmenter", AUGMENTERS)
     one_of("augmenter_optimizer", AUGMENTER_OPTIMIZERS)
-    one_of("augmenter_magnitude_scale", ("log", "linear"))
+    one_of("augmenter_magnitude_scale", augment.MAGNITUDE_SCALES)
     one_of("fill_mode", FILL_MODES)
     one_of("distribute", DISTRIBUTE)
     one_of("mixed_precision", MIXED_PRECISION)

@@ -242,37 +242,32 @@ def test_logged_metrics_and_evaluation_without_augmentation():
                                model.classifier.evaluate(x, y, verbose=0), rtol=1e-5)
 
 
-def test_augmenter_update_every_k_steps():
-    model = dabo_model(augmenter_update_every=2)
+def augmenter_changes(steps, **kwargs):
+    """`(model, [whether step i changed the augmenter])` over `steps` steps of one batch."""
+    model = dabo_model(**kwargs)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS,
                   augmenter_optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
     set_augmenter(model)  # a zero-width range gets no hypergradient
     (x, y), (xv, yv) = batch(), batch(seed=1)
     snapshots = []
-    for _ in range(4):
+    for _ in range(steps):
         snapshots.append([w.numpy().copy() for w in model.augmenter.trainable_weights])
         model.train_on_batch(((x, y), (xv, yv)))
     snapshots.append([w.numpy().copy() for w in model.augmenter.trainable_weights])
-    changed = [any(np.abs(a - b).max() > 0 for a, b in zip(s0, s1))
-               for s0, s1 in zip(snapshots, snapshots[1:])]
+    return model, [any(np.abs(a - b).max() > 0 for a, b in zip(s0, s1))
+                   for s0, s1 in zip(snapshots, snapshots[1:])]
+
+
+def test_augmenter_update_every_k_steps():
+    _, changed = augmenter_changes(4, augmenter_update_every=2)
     assert changed == [True, False, True, False]
 
 
 @pytest.mark.parametrize("every,warmup,want", [(1, 3, [False, False, False, True, True]),
                                                 (2, 1, [False, False, True, False, True])])
 def test_augmenter_warmup_steps(every, warmup, want):
-    model = dabo_model(augmenter_update_every=every, augmenter_warmup_steps=warmup)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS,
-                  augmenter_optimizer=keras.optimizers.SGD(1.0), jit_compile=False)
-    set_augmenter(model)
-    (x, y), (xv, yv) = batch(), batch(seed=1)
-    snapshots = []
-    for _ in range(5):
-        snapshots.append([w.numpy().copy() for w in model.augmenter.trainable_weights])
-        model.train_on_batch(((x, y), (xv, yv)))
-    snapshots.append([w.numpy().copy() for w in model.augmenter.trainable_weights])
-    changed = [any(np.abs(a - b).max() > 0 for a, b in zip(s0, s1))
-               for s0, s1 in zip(snapshots, snapshots[1:])]
+    model, changed = augmenter_changes(5, augmenter_update_every=every,
+                                       augmenter_warmup_steps=warmup)
     assert changed == want
     assert int(model.augmenter_optimizer.iterations) == sum(want)
 
