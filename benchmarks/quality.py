@@ -33,15 +33,12 @@ import json
 import math
 import os
 import pathlib
-import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import experiments  # noqa: E402
-from experiments import digits  # noqa: E402
+from dabo_tf import presets  # noqa: E402
+from dabo_tf.presets import digits  # noqa: E402
 
 BASE = dict(digits.get_config(), image_size=16, epochs=60, batch_size=32, tuner="random",
             trials=20, profile_batches="0", verbose=0)
@@ -73,10 +70,10 @@ VARIANTS = {
     "reflect": dict(fill_mode="reflect"),
     "val_0.4": dict(val_fraction=0.4),
     "flip_cutout": dict(augmenter_flip=True, augmenter_cutout=True),
-    "network": dict(experiments.PAPER),
+    "network": dict(presets.PAPER),
 }
 """DABO variants of `--ablation`, each one change from the default (`network`: the paper's
-augmenter with its released optimiser settings and step, `experiments.PAPER`)."""
+augmenter with its released optimiser settings and step, `dabo_tf.presets.PAPER`)."""
 
 QUICK = dict(seeds=(0,), trials=5, methods=("none", "hand", "dabo", "frozen", "tuner"))
 """`--quick`: one seed, no TrivialAugment or RandAugment (the slowest baselines), a 5-trial
@@ -109,7 +106,7 @@ def _duration(seconds):
 
 def run_jobs(jobs, output_dir, trials, log=print):
     """Runs every job in order (reusing finished ones); returns `{job: metrics}`."""
-    from dabo_tf import compare
+    from dabo_tf.train import compare
 
     results, spent = {}, {}
     start = time.perf_counter()

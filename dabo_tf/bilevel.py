@@ -163,38 +163,3 @@ def _remove_component_along(v, g):
     g = [tf.stop_gradient(gi) for gi in g]
     coefficient = tf.math.divide_no_nan(_dot(g, v), _dot(g, g))
     return [vi - tf.cast(coefficient, vi.dtype) * tf.cast(gi, vi.dtype) for vi, gi in zip(v, g)]
-
-
-def all_finite(*structures) -> tf.Tensor:
-    """True when every tensor in the (nested lists of) tensors is finite."""
-    checks = [tf.reduce_all(tf.math.is_finite(tf.cast(t, tf.float32)))
-              for s in structures for t in tf.nest.flatten(s) if t is not None]
-    return tf.reduce_all(tf.stack(checks))
-
-
-def replica_all_reduce_sum():
-    """A sum over replicas for the current replica context, or None on a single replica."""
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
-        return None
-    return lambda values: ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
-
-
-
-def run_if(pred, fn, *args):
-    """Runs `fn(*args)` only when `pred` holds (exactly on one replica).
-
-    Without a distribution strategy this is a `tf.cond`. Under `MirroredStrategy` (even
-    with one replica) TensorFlow cannot run the cross-replica synchronisation of optimizer
-    updates inside a `tf.cond` in replica context, so `fn`
-    always runs, with every floating argument replaced by zeros where `pred` is false: a
-    skipped step applies zero gradients, and weights never receive a non-finite value (a
-    momentum optimizer still moves by its momentum). `pred` must agree on all replicas.
-    """
-    if (not tf.distribute.has_strategy()
-            or isinstance(tf.distribute.get_strategy(), tf.distribute.OneDeviceStrategy)):
-        tf.cond(pred, lambda: fn(*args), lambda: None)
-        return
-    args = tf.nest.map_structure(
-        lambda t: tf.where(pred, t, tf.zeros_like(t)) if t.dtype.is_floating else t, args)
-    fn(*args)

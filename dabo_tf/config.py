@@ -1,87 +1,389 @@
-"""The configuration of one run: a plain dataclass, filled from flags by `run.py` or presets.
+"""The configuration of one run: the `Config` dataclass, its allowed values and its check.
 
-Library code takes a `Config` (or explicit arguments); only `run.py` reads flags. Presets in
-`experiments/<name>.py` are data: `get_config()` returns a dict of overrides of these fields.
+Library code takes a `Config` (or explicit arguments); the command line (`dabo_tf.cli`)
+generates one flag per field from the field's help text, type, choices and lower bound, so a
+new field cannot be forgotten. Presets (`dabo_tf.presets`) are data: `get_config()` returns
+a dict of overrides of these fields. This module imports no TensorFlow: the command line
+parses and checks its flags before TensorFlow loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 from typing import Optional
 
 MODES = ("dabo", "none", "hand", "tuner", "compare", "randaugment", "trivialaugment", "frozen")
+"""`compare` runs the others side by side (`dabo_tf.train.compare`); the rest train once."""
+MODELS = ("small_cnn", "tiny_cnn", "resnet18", "resnet18_imagenet", "wrn28_10", "wrn40_2",
+          "resnet50")
+"""Classifier names (`dabo_tf.models`); any `wrn<depth>_<width>` is accepted too."""
+LR_SCHEDULES = ("cosine", "step", "constant")
+AUGMENTERS = ("distribution", "network")
+AUGMENTER_OPTIMIZERS = ("adam", "sgd")
+MAGNITUDE_SCALES = ("log", "linear")
+"""Parameterisations of a learned half-width: its logarithm (the default) or itself."""
+FILL_MODES = ("reflect", "wrap", "constant", "nearest")
+HAND_OPS = ("crop", "flip", "vflip", "rotate", "translate", "zoom", "contrast", "brightness")
+"""Hand-written ops (`dabo_tf.augment.hand.HAND_OPS` builds them)."""
+TUNERS = ("random", "bayesian", "hyperband")
+MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
+HYPERGRADIENT_DTYPES = ("float32", "policy")
+DISTRIBUTE = ("none", "mirrored", "multi_worker")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says which one and what to do."""
+
+
+def field(default, help, *, choices=None, lower_bound=None, items=None):
+    """A `Config` field with the metadata its flag is generated from.
+
+    Args:
+        default: the default value.
+        help: the flag's help text.
+        choices: allowed values (an enum flag; `check_config` enforces them).
+        lower_bound: smallest allowed number (the flag's bound).
+        items: the element type of a tuple field (`str` by default).
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "lower_bound": lower_bound, "items": items or str})
 
 
 @dataclasses.dataclass
 class Config:
     # Data.
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    image_size: int = 32
-    val_fraction: float = 0.2
-    train_size: Optional[int] = None
+    dataset: str = field(
+        "digits",
+        "digits (embedded, offline), folder (your images in class subfolders under "
+        "--data_dir), or a TensorFlow Datasets name such as cifar10, cifar100, "
+        "svhn_cropped, fashion_mnist, mnist; also a preset name (bach, tiny_imagenet) "
+        "whose data is a folder.")
+    data_dir: Optional[str] = field(
+        None,
+        "TFDS data folder (prepared data is read from it, downloads go to it), or the "
+        "image folder for --dataset=folder.")
+    image_size: int = field(
+        32,
+        "Images are resized to this square size.",
+        lower_bound=1)
+    val_fraction: float = field(
+        0.2,
+        "Fraction of the training data held out for validation (DABO's outer problem and "
+        "per-epoch validation accuracy).")
+    train_size: Optional[int] = field(
+        None,
+        "Use a class-balanced random subset of this many training images (before the "
+        "validation split). Default: all.",
+        lower_bound=1)
     # A known shift of the validation and test splits (e.g. "rotate:40"; "" none).
-    eval_shift: str = ""
+    eval_shift: str = field(
+        "",
+        "Transform the validation and test splits (not training) by a known random shift, "
+        "a task whose right augmentation is known: rotate:DEGREES, translate:FRACTION or "
+        "scale:LOW:HIGH (e.g. rotate:40).")
     # Classifier and its optimiser (SGD with momentum, decoupled weight decay).
-    model: str = "small_cnn"
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_schedule: str = "cosine"  # "cosine", "step" (x lr_decay at lr_milestones), "constant"
-    lr_milestones: tuple = ()
-    lr_decay: float = 0.2
+    model: str = field(
+        "small_cnn",
+        "Classifier: small_cnn, tiny_cnn, resnet18 (CIFAR stem), resnet18_imagenet, "
+        "resnet50, wrn28_10, wrn40_2 or any wrn<depth>_<width>.")
+    epochs: int = field(
+        15,
+        "Training epochs.",
+        lower_bound=1)
+    batch_size: int = field(
+        64,
+        "Global batch size (split across replicas under --distribute).",
+        lower_bound=1)
+    lr: float = field(
+        0.05,
+        "Classifier learning rate (SGD).")
+    momentum: float = field(
+        0.9,
+        "SGD momentum of the classifier.")
+    weight_decay: float = field(
+        5e-4,
+        "Decoupled weight decay of the classifier's SGD (Keras semantics).")
+    lr_schedule: str = field(
+        "cosine",
+        "cosine: cosine decay to 0 over all steps; step: x "
+        "--lr_decay at each of --lr_milestones; constant.",
+        choices=LR_SCHEDULES)
+    lr_milestones: tuple = field(
+        (),
+        "Epochs at which --lr_schedule=step multiplies the rate by --lr_decay, e.g. "
+        "60,120,160.",
+        items=int)
+    lr_decay: float = field(
+        0.2,
+        "Factor of each step of --lr_schedule=step.")
     # What to do.
-    mode: str = "dabo"
-    seed: int = 0
+    mode: str = field(
+        "dabo",
+        "dabo: learn "
+        "the augmentation (DABO); none: no augmentation; hand: the fixed --hand_policy; "
+        "tuner: Keras Tuner search over hand policies (--tuner, --trials) + retraining; "
+        "randaugment, trivialaugment: zero-search baselines; frozen: retrain with a DABO "
+        "policy frozen (--policy_path); compare: all of them side by side over "
+        "--compare_seeds (comparison.md/.csv/.png).",
+        choices=MODES)
+    seed: int = field(
+        0,
+        "Random seed (initialisation, data order, splits, augmentation).")
     # Learned augmentation (mode="dabo").
-    augmenter: str = "distribution"  # or "network" (the paper's noise MLP)
-    augmenter_color: Optional[bool] = None  # None: on for 3-channel (colour) images
-    augmenter_projective: bool = False
-    augmenter_flip: bool = False  # horizontal flip with a learned probability
-    augmenter_vflip: bool = False  # vertical flip with a learned probability
-    augmenter_cutout: bool = False  # cutout with a learned size and probability
-    augmenter_init_magnitude: float = 0.05  # distribution augmenter: initial half-widths
-    augmenter_magnitude_scale: str = "log"  # learn "log" half-widths or "linear" ones
-    augmenter_optimizer: str = "adam"  # "adam" or "sgd" (momentum 0.9, as the paper)
-    augmenter_lr: float = 0.03
-    augmenter_weight_decay: float = 0.0
-    augmenter_learn_mean: bool = False  # distribution augmenter: learn a mean per op
-    augmenter_identity_init: bool = True  # network augmenter: start near identity (paper: False)
-    inner_lr: Optional[float] = None  # None: the classifier's current learning rate
-    inner_steps: int = 1
-    augmenter_update_every: int = 1
-    augmenter_warmup: float = 0.0  # fraction of the training steps before the augmenter learns
-    normalize_lookahead: bool = True  # credit the direction of the training gradient only
-    antithetic: bool = True  # bilevel steps on mirrored pairs of transformations
-    val_batch_size: Optional[int] = None  # look-ahead validation batch; None: batch_size
-    fill_mode: str = "reflect"
+    augmenter: str = field(
+        "distribution",
+        "distribution: learned uniform ranges per op; network: "
+        "the paper's noise MLP.",
+        choices=AUGMENTERS)
+    augmenter_color: Optional[bool] = field(
+        None,
+        "Also learn colour jitter (brightness, contrast, saturation). Default: on for "
+        "colour (3-channel) images, off for grayscale.")
+    augmenter_projective: bool = field(
+        False,
+        "Also learn projective (perspective) terms (distribution augmenter).")
+    augmenter_flip: bool = field(
+        False,
+        "Also learn a horizontal flip's probability (straight-through gradient).")
+    augmenter_vflip: bool = field(
+        False,
+        "Also learn a vertical flip's probability (straight-through gradient).")
+    augmenter_cutout: bool = field(
+        False,
+        "Also learn cutout's square size and probability.")
+    augmenter_init_magnitude: float = field(
+        0.05,
+        "Distribution augmenter: initial half-width of every op (internal units: radians, "
+        "fractions of the size, log-scale...). A zero width gets no hypergradient, so "
+        "learning starts from a small one.")
+    augmenter_magnitude_scale: str = field(
+        "log",
+        "Distribution augmenter: learn log half-widths (a step changes a "
+        "width by a factor; a shrunk width can grow again) or linear ones.",
+        choices=MAGNITUDE_SCALES)
+    augmenter_optimizer: str = field(
+        "adam",
+        "Optimiser of the augmenter (sgd: momentum 0.9, as the paper).",
+        choices=AUGMENTER_OPTIMIZERS)
+    augmenter_lr: float = field(
+        0.03,
+        "Learning rate of the augmenter.")
+    augmenter_weight_decay: float = field(
+        0.0,
+        "Weight decay of the augmenter's optimiser (the paper: 0.01).")
+    augmenter_learn_mean: bool = field(
+        False,
+        "Distribution augmenter: learn a mean (bias) per op besides its magnitude "
+        "(default off: each op's range is centred on the identity).")
+    augmenter_identity_init: bool = field(
+        True,
+        "Network augmenter: start near the identity (the paper starts random around it: "
+        "--noaugmenter_identity_init).")
+    inner_lr: Optional[float] = field(
+        None,
+        "Learning rate of DABO's virtual (look-ahead) step. Default: the classifier's "
+        "current learning rate.")
+    inner_steps: int = field(
+        1,
+        "Unrolled inner steps (the paper: 1).",
+        lower_bound=1)
+    augmenter_update_every: int = field(
+        1,
+        "Update the augmenter every k-th step only (cheaper); 0 never updates it (the "
+        "augmenter stays as initialised: a plain step behind a fixed augmenter).",
+        lower_bound=0)
+    augmenter_warmup: float = field(
+        0.0,
+        "Fraction of the training steps before the augmenter starts learning.")
+    normalize_lookahead: bool = field(
+        True,
+        "Hold DABO's virtual step length fixed, so the augmenter is credited for the "
+        "direction of the training gradient only, not its size (--nonormalize_lookahead: "
+        "the paper's step).")
+    antithetic: bool = field(
+        True,
+        "DABO's bilevel steps train on half of each batch twice, each image with a "
+        "sampled transformation and with its mirror image (every op at the other end of "
+        "its range): the noise's first-order effect cancels, a cleaner hypergradient at "
+        "no extra cost.")
+    val_batch_size: Optional[int] = field(
+        None,
+        "Validation batch of DABO's look-ahead loss. Default: --batch_size (the paper). "
+        "Smaller is cheaper: the look-ahead pass is about 3 of a step's 10 units of work.",
+        lower_bound=1)
+    fill_mode: str = field(
+        "reflect",
+        "How the learned warp fills pixels from outside "
+        "the image.",
+        choices=FILL_MODES)
     # Hand-written policy (mode="hand"): ops applied with fixed strengths.
-    hand_policy: tuple = ("crop", "flip")
+    hand_policy: tuple = field(
+        ("crop", "flip"),
+        "Ops of --mode=hand, in order: crop (pad 1/8 and random crop), flip, vflip, "
+        "rotate (+-15 deg), translate (+-10%), zoom (+-10%), contrast, brightness.",
+        choices=HAND_OPS)
     # Hand ops applied before the learned augmenter in mode "dabo" (the paper: flip on CIFAR).
-    pre_augmentation: tuple = ()
+    pre_augmentation: tuple = field(
+        (),
+        "Hand ops applied before the learned augmenter in mode dabo (the paper: flip on "
+        "CIFAR). Same names as --hand_policy.",
+        choices=HAND_OPS)
     # A learned policy frozen into fixed augmentation layers (mode="frozen").
-    policy_path: Optional[str] = None
+    policy_path: Optional[str] = field(
+        None,
+        "policy.json of a DABO run (or its folder), for --mode=frozen.")
     # Zero-search baselines.
-    randaugment_num_ops: int = 2
-    randaugment_factor: float = 0.5
+    randaugment_num_ops: int = field(
+        2,
+        "Ops per image of --mode=randaugment.",
+        lower_bound=0)
+    randaugment_factor: float = field(
+        0.5,
+        "Magnitude of --mode=randaugment.")
     # Keras Tuner search (mode="tuner") and comparison (mode="compare").
-    tuner: str = "random"
-    trials: int = 20
-    compare_seeds: tuple = (0, 1, 2)
+    tuner: str = field(
+        "random",
+        "Keras Tuner algorithm of --mode=tuner. Distributed "
+        "tuning: start one chief and several workers with Keras Tuner's "
+        "KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT set; see "
+        "dabo_tf/policy_search.py.",
+        choices=TUNERS)
+    trials: int = field(
+        20,
+        "Trials of --mode=tuner.",
+        lower_bound=1)
+    compare_seeds: tuple = field(
+        (0, 1, 2),
+        "Seeds of --mode=compare.",
+        items=int)
     # Execution.
-    jit_compile: Optional[bool] = None  # None: on when a GPU is present
-    mixed_precision: Optional[str] = None  # None, "mixed_float16", "mixed_bfloat16"
+    jit_compile: Optional[bool] = field(
+        None,
+        "Compile training with XLA. Default: on when a GPU is present (--jit_compile / "
+        "--nojit_compile to force). On CPU it also makes a seeded DABO run bit- "
+        "reproducible (see the README).")
+    mixed_precision: Optional[str] = field(
+        None,
+        "Keras mixed-precision policy.",
+        choices=MIXED_PRECISION)
     # Under mixed precision, DABO's bilevel passes compute in "float32" or in the "policy".
-    hypergradient_dtype: str = "float32"
-    distribute: str = "none"  # "none", "mirrored", "multi_worker"
-    profile_batches: str = ""  # e.g. "10,15"; "" = a few batches of the 2nd epoch
-    steps_per_execution: int = 1
-    verbose: int = 1
+    hypergradient_dtype: str = field(
+        "float32",
+        "Under --mixed_precision: compute DABO's bilevel passes (the "
+        "training pass differentiated twice and the look-ahead) in float32, or in the "
+        "mixed policy (faster on accelerators, less exact).",
+        choices=HYPERGRADIENT_DTYPES)
+    distribute: str = field(
+        "none",
+        "none; mirrored: all local GPUs "
+        "(tf.distribute.MirroredStrategy); multi_worker: MultiWorkerMirroredStrategy "
+        "configured by TF_CONFIG.",
+        choices=DISTRIBUTE)
+    profile_batches: str = field(
+        "",
+        "TensorBoard profiler range, 'START,STOP' (batches counted from 1 across epochs) "
+        "or 'N'; '0' turns it off. Default: three batches early in the 2nd epoch (none "
+        "with a single epoch).")
+    steps_per_execution: int = field(
+        1,
+        "Training steps per compiled call (Keras).",
+        lower_bound=1)
+    verbose: int = field(
+        1,
+        "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch. Defaults "
+        "to 1 on a terminal, else 2.")
+
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def fields() -> tuple:
+    """The `Config` fields (`dataclasses.Field`), in order."""
+    return dataclasses.fields(Config)
+
+
+def config_from_dict(values: dict) -> Config:
+    """A `Config` from a dict such as `config.json` (lists back to tuples; unknown keys fail)."""
+    known = {f.name for f in fields()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"Unknown configuration keys {unknown}; known: {sorted(known)}. "
+                          f"Received: keys={sorted(values)}")
+    hints = typing.get_type_hints(Config)
+    out = {k: tuple(v) if hints[k] is tuple and isinstance(v, list) else v
+           for k, v in values.items()}
+    return Config(**out)
+
+
+def check_config(config: Config) -> Config:
+    """Validates a `Config`, raising `ConfigError` for the first bad value.
+
+    Every field's `choices` and `lower_bound` (its metadata, which its flag shares) are
+    enforced here, then the rules between fields.
+
+    Returns:
+        The config with its tuple fields as tuples.
+    """
+
+    def fail(condition, what, name):
+        if condition:
+            raise ConfigError(f"{what}. Received: {name}={getattr(config, name)!r}")
+
+    hints = typing.get_type_hints(Config)
+    config = config.replace(**{f.name: tuple(getattr(config, f.name)) for f in fields()
+                               if hints[f.name] is tuple})
+    for f in fields():
+        value, choices, bound = getattr(config, f.name), f.metadata["choices"], \
+            f.metadata["lower_bound"]
+        if choices is not None:
+            values = value if hints[f.name] is tuple else (value,)
+            unknown = [v for v in values if v not in choices]
+            fail(bool(unknown), f"{f.name} must be one of {list(choices)}"
+                 + (f" (unknown: {unknown})" if hints[f.name] is tuple else ""), f.name)
+        if hints[f.name] in (int, Optional[int]) and value is not None:
+            fail(isinstance(value, bool) or int(value) != value,
+                 f"{f.name} must be an integer", f.name)
+        if bound is not None and value is not None:
+            fail(value < bound, f"{f.name} must be >= {bound}", f.name)
+        if f.metadata["items"] is int:
+            fail(any(not isinstance(v, int) or isinstance(v, bool) for v in value),
+                 f"{f.name} must hold integers", f.name)
+    fail(not str(config.dataset).strip(), "dataset must be a data set name", "dataset")
+    fail(config.model not in MODELS and not re.fullmatch(r"wrn\d+_\d+", str(config.model)),
+         f"model must be one of {list(MODELS)} or wrn<depth>_<width>", "model")
+    fail(not 0.0 <= config.val_fraction < 1.0, "val_fraction must be in [0, 1)", "val_fraction")
+    fail(not 0.0 <= config.augmenter_warmup < 1.0,
+         "augmenter_warmup must be a fraction of the training steps in [0, 1)",
+         "augmenter_warmup")
+    fail(not 0.0 <= config.augmenter_init_magnitude <= 0.5,
+         "augmenter_init_magnitude must be in [0, 0.5]", "augmenter_init_magnitude")
+    fail(config.mode == "dabo" and config.val_fraction <= 0 and config.dataset != "folder",
+         "mode dabo needs a validation split: set val_fraction > 0", "val_fraction")
+    for name in ("lr", "augmenter_lr"):
+        fail(not getattr(config, name) > 0, f"{name} must be positive", name)
+    fail(config.inner_lr is not None and not config.inner_lr > 0,
+         "inner_lr must be positive or None (the classifier's current learning rate)",
+         "inner_lr")
+    fail(not 0.0 <= config.momentum < 1.0, "momentum must be in [0, 1)", "momentum")
+    for name in ("weight_decay", "augmenter_weight_decay", "randaugment_factor"):
+        fail(not getattr(config, name) >= 0, f"{name} must be >= 0", name)
+    fail(not 0.0 < config.lr_decay <= 1.0, "lr_decay must be in (0, 1]", "lr_decay")
+    milestones = config.lr_milestones
+    fail(any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)),
+         "lr_milestones must be increasing positive epoch numbers", "lr_milestones")
+    # The two parsers live with the data and the callbacks (they need TensorFlow).
+    from dabo_tf.data import parse_shift
+    from dabo_tf.train.callbacks import parse_profile_batches
+
+    try:
+        parse_profile_batches(config.profile_batches, config.epochs, 1)
+        parse_shift(config.eval_shift)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return config

@@ -2,94 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import types
-
 import keras
 import tensorflow as tf
-from keras.src.losses import loss as _loss_module
 
-from dabo_tf import bilevel
-from dabo_tf.augment import Augmenter
+from dabo_tf import bilevel, distribute, keras_compat
+from dabo_tf.augment.base import Augmenter
+from dabo_tf.batchnorm import exact_batchnorm_moments, use_exact_batchnorm_moments
+from dabo_tf.precision import cast_floats, compute_dtype
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
-
-
-_second_order = threading.local()
-
-
-@contextlib.contextmanager
-def exact_batchnorm_moments():
-    """Within this context, layers prepared by `use_exact_batchnorm_moments` use exact moments.
-
-    Only the training pass that the hypergradient differentiates twice needs them; every
-    other pass (plain steps, the look-ahead validation pass, inference) keeps Keras' own.
-    The switch acts when a function is traced, which is when layers are called.
-    """
-    previous = getattr(_second_order, "active", False)
-    _second_order.active = True
-    try:
-        yield
-    finally:
-        _second_order.active = previous
-
-
-def _moments(layer, inputs, mask):
-    if not getattr(_second_order, "active", False) or mask is not None or layer.synchronized:
-        return type(layer)._moments(layer, inputs, mask)
-    axes = layer._reduction_axes
-    mean = tf.reduce_mean(inputs, axis=axes)
-    expanded = tf.reduce_mean(inputs, axis=axes, keepdims=True)
-    variance = tf.reduce_mean(tf.square(inputs - expanded), axis=axes)
-    return mean, variance
-
-
-def use_exact_batchnorm_moments(model):
-    """Makes the model's BatchNormalization layers twice differentiable, exactly.
-
-    `tf.nn.moments` (what Keras' BatchNormalization uses) computes the variance around
-    `stop_gradient(mean)`. That leaves first derivatives exact but drops terms of second
-    derivatives, which the hypergradient needs (it differentiates the training gradient):
-    measured against finite differences, the hypergradient of a model with BatchNorm was off
-    by up to 20% without this. Inside `exact_batchnorm_moments()` the layers compute the
-    same values without the `stop_gradient`; outside it they behave exactly as Keras'.
-    Applied per layer instance; masked and synchronized BatchNorm keep Keras' own moments.
-    """
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer._moments = types.MethodType(_moments, layer)
-    return model
-
-
-def _cast_floats(tensors, dtype=tf.float32):
-    return [tf.cast(t, dtype) if t.dtype.is_floating else t for t in tensors]
-
-
-@contextlib.contextmanager
-def compute_dtype(model, dtype):
-    """Within this context, the model's mixed-precision layers compute in `dtype`.
-
-    A layer's compute dtype is read when it is called, i.e. when a function is traced, so
-    the passes traced inside run in `dtype`; the layers' own policies are restored on exit.
-    Only layers whose compute dtype is float16 or bfloat16 (with float32 variables) change;
-    `dtype=None` changes nothing.
-    """
-    switched = []
-    if dtype is not None:
-        for layer in model._flatten_layers(include_self=True):
-            policy = layer._dtype_policy
-            if (type(policy) is keras.DTypePolicy
-                    and policy.compute_dtype in ("float16", "bfloat16")
-                    and policy.variable_dtype == "float32"):
-                switched.append((layer, policy))
-    try:
-        for layer, _ in switched:
-            layer._dtype_policy = keras.DTypePolicy(dtype)
-        yield
-    finally:
-        for layer, policy in switched:
-            layer._dtype_policy = policy
 
 
 @_register
@@ -263,11 +184,8 @@ class DaboModel(keras.Model):
         # program around a conditional.
         self._xla_steps = (tf.function(self._bilevel_update, jit_compile=True),
                            tf.function(self._plain_update, jit_compile=True))
-        self._jit_compile = False
-        try:
+        with keras_compat.jit_compile_off(self):
             super().make_train_function(force=True)
-        finally:
-            self._jit_compile = True
         return self.train_function
 
     def call(self, inputs, training=False):
@@ -284,15 +202,28 @@ class DaboModel(keras.Model):
             return self.inner_lr
         return self.optimizer.learning_rate
 
-    def _is_loss_scaled(self):
-        return isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+    def _guards_classifier(self):
+        """The loss-scale rule, stated once: whether this model skips non-finite classifier steps.
+
+        A `LossScaleOptimizer` (mixed_float16) checks the classifier's gradients itself,
+        skips non-finite steps and must see every step to adapt its scale, so under it the
+        gradients are neither checked here nor withheld from it.
+        """
+        return not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def _update_classifier(self, finite, grads):
+        """Applies `grads` to the classifier, unless this model guards it and `finite` fails."""
+        if self._guards_classifier():
+            distribute.run_if(finite, self._apply_classifier, grads)
+        else:
+            self._apply_classifier(grads)
 
     def _finite_on_all_replicas(self, *structures):
         """True when all tensors are finite on every replica (or when the guard is off)."""
         if not self.skip_non_finite:
             return tf.constant(True)
-        finite = bilevel.all_finite(*structures)
-        all_reduce = bilevel.replica_all_reduce_sum()
+        finite = distribute.all_finite(*structures)
+        all_reduce = distribute.replica_all_reduce_sum()
         if all_reduce is not None:
             finite = all_reduce([tf.cast(tf.logical_not(finite), tf.float32)])[0] < 0.5
         return finite
@@ -338,7 +269,7 @@ class DaboModel(keras.Model):
         return bilevel.unrolled_hypergradient(
             augment, train_loss, val_loss, weights, self.augmenter.trainable_variables,
             inner_lr=self._current_inner_lr(), inner_steps=self.inner_steps,
-            all_reduce=bilevel.replica_all_reduce_sum(),
+            all_reduce=distribute.replica_all_reduce_sum(),
             loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
             normalize_lookahead=self.normalize_lookahead)
 
@@ -372,7 +303,7 @@ class DaboModel(keras.Model):
 
     def _bilevel_update(self, x, y, x_val, y_val):
         classifier = self.classifier
-        all_reduce = bilevel.replica_all_reduce_sum()
+        all_reduce = distribute.replica_all_reduce_sum()
         transformation = None
         if self.antithetic:
             x, y, transformation = self.antithetic_batch(x, y)
@@ -381,17 +312,15 @@ class DaboModel(keras.Model):
         logits, new_non_trainable = result.aux
 
         checked = [result.train_loss, result.val_loss, result.hypergradients]
-        if not self._is_loss_scaled():
+        if self._guards_classifier():
             checked.append(result.gradients)
         finite = self._finite_on_all_replicas(*checked)
 
         def update_augmenter(hypergradients):
             self.augmenter_optimizer.apply(hypergradients, self.augmenter.trainable_variables)
 
-        def update_classifier(gradients, statistics_change):
+        def update_statistics(statistics_change):
             # BatchNorm statistics come from the real training pass only.
-            if not self._is_loss_scaled():
-                self._apply_classifier(gradients)
             for var, change in zip(classifier.non_trainable_variables, statistics_change):
                 var.assign_add(change)
 
@@ -400,19 +329,18 @@ class DaboModel(keras.Model):
         learn = finite
         if all_reduce is not None and self.augmenter_warmup_steps > 0:
             learn = tf.logical_and(finite, self._warmed_up())
-        bilevel.run_if(learn, update_augmenter, result.hypergradients)
+        distribute.run_if(learn, update_augmenter, result.hypergradients)
         # Update classifier.
         statistics_change = [tf.cast(new, v.dtype) - v for new, v in
                              zip(new_non_trainable, classifier.non_trainable_variables)]
-        bilevel.run_if(finite, update_classifier, result.gradients, statistics_change)
+        self._update_classifier(finite, result.gradients)
+        distribute.run_if(finite, update_statistics, statistics_change)
         skipped = 1.0 - tf.cast(finite, tf.float32)
-        if self._is_loss_scaled():
-            self._apply_classifier(result.gradients)
 
         hyper = result.hypergradients
         hyper_norm = tf.linalg.global_norm(hyper if all_reduce is None else all_reduce(hyper))
         self.val_loss_tracker.update_state(
-            _loss_module.unscale_loss_for_distribution(result.val_loss))
+            keras_compat.unscale_loss_for_distribution(result.val_loss))
         self.hypergrad_norm_tracker.update_state(hyper_norm)
         self.skipped_tracker.update_state(skipped)
         return result.train_loss, logits, y
@@ -425,12 +353,11 @@ class DaboModel(keras.Model):
             loss = self._loss(y, logits)
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, self.classifier.trainable_variables)
-        if not self._is_loss_scaled():
+        finite = tf.constant(True)
+        if self._guards_classifier():
             finite = self._finite_on_all_replicas(loss, grads)
-            bilevel.run_if(finite, self._apply_classifier, grads)
             self.skipped_tracker.update_state(1.0 - tf.cast(finite, tf.float32))
-        else:
-            self._apply_classifier(grads)
+        self._update_classifier(finite, grads)
         return loss, logits, y
 
     def train_step(self, data):
@@ -438,7 +365,7 @@ class DaboModel(keras.Model):
             data = data[0]
         (x, y), (x_val, y_val) = data
         every = self.augmenter_update_every
-        if every > 1 and bilevel.replica_all_reduce_sum() is not None:
+        if every > 1 and distribute.replica_all_reduce_sum() is not None:
             raise NotImplementedError(
                 "augmenter_update_every > 1 is not supported with several replicas: "
                 "TensorFlow cannot run cross-replica optimizer updates inside the tf.cond "
@@ -458,11 +385,11 @@ class DaboModel(keras.Model):
             loss, logits, y = tf.cond(
                 tf.logical_and(self._warmed_up(),
                                tf.equal(self.optimizer.iterations % every, 0)),
-                lambda: _cast_floats(bilevel_update(x, y, x_val, y_val)),
-                lambda: _cast_floats(plain_update(x, y)))
+                lambda: cast_floats(bilevel_update(x, y, x_val, y_val)),
+                lambda: cast_floats(plain_update(x, y)))
 
-        self._loss_tracker.update_state(
-            _loss_module.unscale_loss_for_distribution(loss), sample_weight=tf.shape(y)[0])
+        keras_compat.loss_tracker(self).update_state(
+            keras_compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(y)[0])
         for name, value in self.augmenter.policy_scalars().items():
             self.policy_trackers[name].update_state(value)
         return self.compute_metrics(x, y, logits)
@@ -503,10 +430,7 @@ class DaboModel(keras.Model):
 
     def compile_from_config(self, config):
         """Compiles a loaded model as it was saved (both optimizers, loss, metrics)."""
-        from keras.src.saving import serialization_lib
-
-        config = serialization_lib.deserialize_keras_object(config)
-        self.compile(**config)
+        self.compile(**keras_compat.deserialize_compile_config(config))
 
     def get_config(self):
         return {

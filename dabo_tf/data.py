@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from dabo_tf import warp
+from dabo_tf.augment import warp
 
 DATASETS = {
     "digits": "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), "

@@ -17,8 +17,8 @@ import re
 import keras
 import numpy as np
 
-MODELS = ("small_cnn", "tiny_cnn", "resnet18", "resnet18_imagenet", "wrn28_10", "wrn40_2",
-          "resnet50")
+from dabo_tf.config import MODELS  # noqa: F401  (the names; built by _ARCHITECTURES)
+
 DEFAULT_MEAN = 0.5
 DEFAULT_STD = 0.25
 

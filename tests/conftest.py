@@ -1,6 +1,13 @@
 import os
+import pathlib
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+"""The repository (`run.py`, `benchmarks/`). The package is imported as installed, never
+from a path: every test finds it the same way."""
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the benchmarks' tests import them by name
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

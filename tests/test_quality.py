@@ -1,14 +1,9 @@
 """The quality suite's bookkeeping: range scores, mean shifts, goals and tables (no training)."""
 
 import json
-import pathlib
-import sys
 
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import quality  # noqa: E402
+import quality
 
 from dabo_tf import data  # noqa: E402
 

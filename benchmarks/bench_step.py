@@ -1,0 +1,133 @@
+"""Benchmark: cost of a DABO training step relative to a plain step, with and without XLA.
+
+    python benchmarks/bench_step.py [--models small_cnn,resnet18] [--steps 8] [--batch 128]
+    python benchmarks/bench_step.py --flops    # the same rows as counted work, no timing
+
+For each classifier (32x32x3 inputs, batch 128) and XLA setting, measures the mean step
+time (over a whole number of k-step cycles, so alternating schedules are amortised
+correctly) of (a) plain training on augmented data with the augmenter frozen, (b) DABO every step,
+(c) DABO every 2nd and every 4th step (`augmenter_update_every`), (b) and (c) again with a
+look-ahead validation batch of half the training batch (`val_batch_size`), and the peak
+resident memory of each configuration (each runs in its own subprocess, so peaks don't mix).
+Prints ratios to (a) measured in the same run. Absolute times depend on the machine; the
+ratios are what to compare.
+
+Why about 3.3x for (b): in units of one forward pass F (a backward pass is about 2F), a
+plain step is 3F. A DABO step is the training pass (3F), the look-ahead validation pass (3F)
+and the double backward that pulls the validation gradient through the training gradient
+into the augmenter (about 4F: per layer, the cotangent of the weight gradient, its flow
+through the backward and forward chains, and the product with the validation gradient):
+10F, 3.3x. Halving the validation batch removes 1.5F (2.8x).
+
+`--flops` checks that model without a clock: it traces one plain and one DABO `train_step`
+and counts the floating-point operations of their convolutions and matrix products
+(`dabo_tf.flops.dense_flops`) in the part of each graph that runs (TensorFlow prunes the rest
+when it runs a function, and XLA removes it too). The ratios are what a compute-bound
+accelerator would approach; they do not depend on the machine.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from dabo_tf.flops import model_and_batch, step_flops
+
+CONFIGS = [("plain (augmenter frozen)", 0, 1), ("DABO every step", 1, 1),
+           ("DABO every 2nd step", 2, 1), ("DABO every 4th step", 4, 1),
+           ("DABO every step, val batch / 2", 1, 2),
+           ("DABO every 2nd step, val batch / 2", 2, 2)]
+
+
+def measure(model_name, every, jit, steps, batch, val_batch):
+    """Runs in a subprocess: mean step time (s) and peak RSS (MiB) of one configuration."""
+    import keras
+    import tensorflow as tf
+
+    model, x, y = model_and_batch(model_name, every, batch, jit_compile=jit)
+    one = tf.data.Dataset.from_tensors((x, y))
+    val = tf.data.Dataset.from_tensors((x[:val_batch], y[:val_batch]))
+    ds = tf.data.Dataset.zip((one, val)).repeat()
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    warmup = 4  # compilation and the first steps of every kind of step
+    model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[Timer()])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"step": float(np.mean(times[warmup:])), "peak_mib": peak}
+
+
+def print_flops(model_names, batch):
+    """Prints the rows of CONFIGS as counted work: every k-th step is (DABO + (k-1) plain) / k."""
+    print(f"batch {batch}, 32x32x3: floating-point operations of the convolutions and matrix "
+          "products of one step (every k-th: the mean over k steps)")
+    print("| model | step | GFLOPs per step | ratio to plain |")
+    print("| --- | --- | ---: | ---: |")
+    for model_name in model_names:
+        flops = {key: sum(counts.values()) for key, counts in
+                 step_flops(model_name, batch, (batch, batch // 2)).items()}
+        plain = flops["plain"]
+        for label, every, divisor in CONFIGS:
+            per_step = (plain if every == 0 else
+                        (flops[batch // divisor] + (every - 1) * plain) / every)
+            print(f"| {model_name} | {label} | {per_step / 1e9:.2f} | "
+                  f"{per_step / plain:.2f}x |", flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="small_cnn,resnet18")
+    parser.add_argument("--steps", type=int, default=8, help="a multiple of 4")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--jit", default="0,1", help="XLA settings to run, e.g. '0,1'")
+    parser.add_argument("--configs", default=",".join(map(str, range(len(CONFIGS)))),
+                        help="rows of CONFIGS to run, e.g. '0,1' (0, the plain step, first)")
+    parser.add_argument("--flops", action="store_true",
+                        help="count each step's convolution and matmul work instead of timing")
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.flops:
+        if args.batch < 2:
+            parser.error("--flops needs --batch >= 2 (it halves the validation batch)")
+        print_flops(args.models.split(","), args.batch)
+        return
+    if args._child:
+        model_name, every, jit, val_batch = args._child.split(":")
+        print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
+                                           args.batch, int(val_batch))))
+        return
+    print(f"batch {args.batch}, 32x32x3, mean of {args.steps} steps after 4 warm-up steps")
+    print("| model | XLA | step | mean step (s) | ratio to plain | peak RSS (MiB) |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for model_name in args.models.split(","):
+        for jit in args.jit.split(","):
+            base = None
+            for label, every, divisor in (CONFIGS[int(i)] for i in args.configs.split(",")):
+                val_batch = args.batch // divisor
+                proc = subprocess.run(
+                    [sys.executable, __file__,
+                     f"--_child={model_name}:{every}:{jit}:{val_batch}",
+                     f"--steps={args.steps}", f"--batch={args.batch}"],
+                    capture_output=True, text=True)
+                if proc.returncode:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    raise SystemExit(proc.returncode)
+                r = json.loads(proc.stdout.split("RESULT", 1)[1])
+                base = base or r["step"]
+                print(f"| {model_name} | {'on' if jit == '1' else 'off'} | {label} | "
+                      f"{r['step']:.3f} | {r['step'] / base:.2f}x | {r['peak_mib']:.0f} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The training loop every mode shares: the same classifier, optimiser, schedule, epochs,
+callbacks and evaluation, whatever the augmentation.
+
+`fit_and_evaluate` fits a compiled model with the run's callbacks (history, TensorBoard,
+resumable backups) and evaluates it on the test split; `fit_classifier` does it for a plain
+classifier behind any augmentation front end. A mode runner (`dabo_tf.train.modes`) returns
+a `RunResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dabo_tf import data, models, seeds
+from dabo_tf.augment.base import as_augment_fn
+from dabo_tf.config import Config, ConfigError
+from dabo_tf.keras_compat import release_traced_gradients
+from dabo_tf.train import report, rundir
+from dabo_tf.train.callbacks import AugmentedImageSummary, ThroughputMeter, parse_profile_batches
+from dabo_tf.train.recipe import compile_model
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a mode runner hands back to `dabo_tf.train.runner.train_and_evaluate`.
+
+    Attributes:
+        model: the trained Keras model saved whole (a `DaboModel`, or the classifier).
+        classifier: the plain classifier (exported as the SavedModel, evaluated on test).
+        history: epoch-wise logs of the whole run, `{"epoch": [...], "loss": [...], ...}`.
+        metrics: at least `test_accuracy`; merged into `metrics.json`.
+        policy: augmentation policy in human units (`{op: {"low", "high", "unit"}}`).
+        augment_fn: `images -> augmented images` for the figures, or None.
+    """
+
+    model: keras.Model
+    classifier: keras.Model
+    history: dict
+    metrics: dict
+    policy: dict = dataclasses.field(default_factory=dict)
+    augment_fn: Optional[Callable] = None
+
+
+# ----------------------------------------------------------------------------------------
+# Data and training helpers.
+
+def load_data(config: Config) -> data.DataSplits:
+    """`dabo_tf.data.load` with the config's settings (bad values raise `ConfigError`)."""
+    try:
+        return data.load(config.dataset, data_dir=config.data_dir, image_size=config.image_size,
+                         val_fraction=config.val_fraction, train_size=config.train_size,
+                         seed=config.seed, eval_shift=config.eval_shift)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def steps_per_epoch(config: Config, splits: data.DataSplits) -> int:
+    steps = splits.sizes["train"] // config.batch_size
+    if steps < 1:
+        raise ConfigError(f"batch_size is larger than the {splits.sizes['train']} training "
+                          f"images. Received: batch_size={config.batch_size}")
+    return steps
+
+
+def build_classifier(config: Config, splits: data.DataSplits) -> keras.Model:
+    return models.build_classifier(config.model, splits.image_shape, splits.num_classes,
+                                   mean=splits.mean, std=splits.std,
+                                   seed=seeds.stream(config.seed, seeds.CLASSIFIER))
+
+
+def train_pipeline(config: Config, splits: data.DataSplits,
+                   augment_fn: Optional[Callable] = None) -> tf.data.Dataset:
+    """Shuffled training batches, augmented by `augment_fn` in the pipeline if given.
+
+    The map runs sequentially so that the layers' random draws are reproducible.
+    """
+    ds = data.make_pipeline(splits.x_train, splits.y_train, config.batch_size, training=True,
+                            seed=seeds.stream(config.seed, seeds.TRAIN_ORDER))
+    if augment_fn is not None:
+        ds = ds.map(lambda x, y: (augment_fn(x), y)).prefetch(tf.data.AUTOTUNE)
+    return ds
+
+
+def _eval_pipeline(x, y, config):
+    return data.make_pipeline(x, y, config.batch_size, training=False)
+
+
+def to_int(variable) -> int:
+    """The value of a (possibly mirrored) scalar Keras variable."""
+    return int(tf.convert_to_tensor(variable.value).numpy())
+
+
+def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits,
+                     train_ds: tf.data.Dataset, workdir=None, callbacks=None,
+                     augment_fn: Optional[Callable] = None):
+    """Fits a compiled `model` with the run's callbacks, then evaluates it on the test split.
+
+    With a `workdir`: `history.csv`, TensorBoard logs (scalars, profile, augmented images
+    when `augment_fn` is given) and `BackupAndRestore` state, from which a run continues
+    (`fit` starts at the last completed epoch found in `workdir/backup`).
+
+    Returns:
+        `(history, metrics)`: epoch-wise logs of the whole run and a dict with
+        `test_accuracy`, `test_loss`, `best_val_accuracy`, `epochs`, `images_per_second`...
+    """
+    steps = steps_per_epoch(config, splits)
+    meter = ThroughputMeter(config.batch_size)
+    run_callbacks = [meter]
+    initial_epoch = 0
+    if workdir is not None:
+        workdir = pathlib.Path(workdir)
+        initial_epoch = rundir.completed_epochs(workdir)
+        profile = parse_profile_batches(config.profile_batches, config.epochs, steps,
+                                        initial_epoch)
+        run_callbacks += [
+            keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
+            # Two copies: a run killed while writing one resumes from the other.
+            keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False,
+                                             double_checkpoint=True),
+            keras.callbacks.TensorBoard(log_dir=str(workdir / "logs"), write_graph=False,
+                                        profile_batch=profile),
+        ]
+        if augment_fn is not None:
+            images = report.sample_images(splits.x_train, splits.y_train, 8)
+            run_callbacks.append(AugmentedImageSummary(str(workdir / "logs" / "augmentations"),
+                                                       images, augment_fn))
+    val_ds = _eval_pipeline(splits.x_val, splits.y_val, config) if len(splits.y_val) else None
+    with release_traced_gradients():  # no memory growth over many trainings in a process
+        fit_history = model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
+                                callbacks=run_callbacks + list(callbacks or []),
+                                verbose=config.verbose, shuffle=False)
+    history = rundir.read_history(workdir / "history.csv") if workdir is not None else {
+        "epoch": list(fit_history.epoch), **fit_history.history}
+    test = model.evaluate(_eval_pipeline(splits.x_test, splits.y_test, config),
+                          return_dict=True, verbose=0)
+    val_acc = history.get("val_accuracy") or []
+    best = int(np.nanargmax(val_acc)) if val_acc and not np.all(np.isnan(val_acc)) else None
+    metrics = {
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        "best_val_accuracy": None if best is None else float(val_acc[best]),
+        "best_val_epoch": None if best is None else int(history["epoch"][best]) + 1,
+        "final_val_accuracy": float(val_acc[-1]) if val_acc else None,
+        "final_train_accuracy": float(history["accuracy"][-1]) if history.get("accuracy")
+        else None,
+        "epochs": len(history.get("epoch", [])),
+        "initial_epoch": initial_epoch,
+        "steps_per_epoch": steps,
+        "train_seconds": meter.total_train_seconds,
+        "images_per_second": meter.images_per_second,
+        "optimizer_iterations": to_int(model.optimizer.iterations),
+        # Honest selection: the reported model is the last epoch's, whatever the validation
+        # accuracy did; runners say what else the validation split was used for.
+        "reported_epoch": "last",
+        "validation_split_use": "monitoring only",
+    }
+    return history, metrics
+
+
+def fit_classifier(config: Config, splits: data.DataSplits, augmentation=None, workdir=None,
+                   callbacks=None):
+    """Trains `config.model` with `augmentation` in the input pipeline; evaluates on test.
+
+    The shared recipe of every mode that trains a plain classifier: same classifier, SGD
+    optimiser and schedule, epochs, callbacks and evaluation, so baselines differ only in
+    their augmentation. Call it inside the run's strategy scope (runners are).
+
+    Args:
+        config: the run's `Config`.
+        splits: the data.
+        augmentation: None, a Keras layer, a list of layers (called with `training=True`) or
+            a callable `images -> images`, applied to each float32 `[0, 1]` training batch
+            in the `tf.data` pipeline (so layers without XLA kernels are fine).
+        workdir: folder for history, logs and resumable state (None: nothing written).
+        callbacks: extra Keras callbacks, run after the standard ones.
+
+    Returns:
+        `(classifier, history, metrics)` (see `fit_and_evaluate`).
+    """
+    augment_fn = as_augment_fn(augmentation)
+    steps = steps_per_epoch(config, splits)
+    classifier = compile_model(build_classifier(config, splits), config, steps)
+    history, metrics = fit_and_evaluate(classifier, config, splits,
+                                        train_pipeline(config, splits, augment_fn), workdir,
+                                        callbacks, augment_fn)
+    return classifier, history, metrics

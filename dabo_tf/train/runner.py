@@ -1,0 +1,119 @@
+"""A run from a `Config`: `run(config, workdir)` for any mode, `train_and_evaluate` for one.
+
+`train_and_evaluate` does everything around a mode runner (`dabo_tf.train.modes.RUNNERS`):
+validation, the output folder, seeding, precision policy, strategy, saving and reporting.
+`run` dispatches the one job that is not a single training, `compare`, to
+`dabo_tf.train.compare`. What a run leaves in `workdir` is described in
+`dabo_tf.train.rundir`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import keras
+import tensorflow as tf
+
+from dabo_tf import distribute
+from dabo_tf.config import Config, ConfigError, check_config
+from dabo_tf.train import report, rundir
+from dabo_tf.train.loop import load_data
+from dabo_tf.train.modes import RUNNERS
+from dabo_tf.train.recipe import resolve_jit_compile
+
+
+def run(config: Config, workdir, *, resume: bool = False, overwrite: bool = False) -> str:
+    """Runs `config.mode` into `workdir`; returns the summary to print.
+
+    `compare` trains every method over `config.compare_seeds` (`dabo_tf.train.compare`);
+    every other mode is one `train_and_evaluate`.
+    """
+    if config.mode == "compare":
+        from dabo_tf.train import compare
+
+        rundir.check_workdir(workdir, resume=resume, overwrite=overwrite)
+        rows = compare.run_comparison(config, workdir)
+        return (f"{compare.format_table(rows)}\nComparison written to {workdir}/comparison.md, "
+                "comparison.csv and comparison.png")
+    metrics = train_and_evaluate(config, workdir, resume=resume, overwrite=overwrite)
+    return report.format_summary(metrics, rundir.read_policy(workdir), workdir)
+
+
+def get_runner(mode: str):
+    """The runner of a single-training `mode` (`ConfigError` for any other)."""
+    if mode not in RUNNERS:
+        raise ConfigError(f"mode must be one of {sorted(RUNNERS)} for one training "
+                          f"(compare runs several: dabo_tf.train.run). Received: mode={mode!r}")
+    return RUNNERS[mode]
+
+
+def train_and_evaluate(config: Config, workdir, *, resume: bool = False,
+                       overwrite: bool = False, callbacks=None) -> dict:
+    """Runs `config.mode`, evaluates on the test split and writes the run's outputs.
+
+    Args:
+        config: the run's `Config` (validated here).
+        workdir: output folder (see the module docstring for what it holds).
+        resume: continue the unfinished run in `workdir` from its last completed epoch.
+        overwrite: replace a run already in `workdir`.
+        callbacks: extra Keras callbacks, run after the standard ones.
+
+    Returns:
+        The metrics dict written to `workdir/metrics.json`.
+
+    Raises:
+        ConfigError: an invalid setting, or `workdir` is in use (see
+            `dabo_tf.train.rundir.check_workdir`).
+        dabo_tf.data.DataUnavailableError: the data set cannot be loaded.
+
+    A run that fails before an epoch has completed removes the folder it created; one that
+    fails later keeps it (without `metrics.json`) for `resume`.
+    """
+    start = time.perf_counter()
+    config = check_config(config)
+    runner = get_runner(config.mode)
+    strategy = distribute.make_strategy(config.distribute)
+    workdir = rundir.worker_workdir(strategy, workdir)
+    rundir.check_workdir(workdir, resume=resume, overwrite=overwrite)  # before loading data
+    config = config.replace(jit_compile=resolve_jit_compile(config))
+    splits = load_data(config)
+    create = rundir.prepare_workdir(workdir, resume=resume, overwrite=overwrite)
+    workdir.mkdir(parents=True, exist_ok=True)
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        rundir.write_json(workdir / "config.json", config.to_dict())
+        keras.utils.set_random_seed(config.seed)
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy(config.mixed_precision)
+        with strategy.scope():
+            result = runner(config, splits, workdir, list(callbacks or []))
+        outputs = rundir.save_outputs(result, config, splits, workdir)
+    except BaseException:
+        if create and not (workdir / "backup").exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    metrics = {
+        "dataset": splits.name,
+        "mode": config.mode,
+        "model": config.model,
+        **result.metrics,
+        "epochs_requested": config.epochs,
+        "wall_time_s": time.perf_counter() - start,
+        "data_sizes": splits.sizes,
+        "image_shape": list(splits.image_shape),
+        "num_classes": splits.num_classes,
+        "classifier_params": int(result.classifier.count_params()),
+        "num_replicas": int(strategy.num_replicas_in_sync),
+        "devices": [d.name for d in tf.config.list_logical_devices()
+                    if d.device_type in ("GPU", "TPU")] or ["CPU"],
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "outputs": outputs,
+        "config": config.to_dict(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    rundir.write_json(workdir / "metrics.json", metrics)
+    shutil.rmtree(workdir / "backup", ignore_errors=True)
+    return metrics

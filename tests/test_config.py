@@ -1,0 +1,127 @@
+"""`dabo_tf.config`: one flag per field, every choice validated, one registry of modes."""
+
+import dataclasses
+import subprocess
+import sys
+import time
+import typing
+
+import pytest
+
+from dabo_tf import config as config_lib
+from dabo_tf.config import Config, ConfigError, check_config
+
+
+def _flags():
+    from dabo_tf import cli
+
+    return cli.FLAGS
+
+
+@pytest.mark.parametrize("field", config_lib.fields(), ids=lambda f: f.name)
+def test_every_field_has_a_flag_with_its_default_and_help(field):
+    flag = _flags()[field.name]
+    assert flag.help.endswith(field.metadata["help"]) and len(field.metadata["help"]) > 10
+    default = field.default
+    if isinstance(default, tuple):
+        assert flag.default == [str(v) for v in default]
+    elif default is None and field.metadata["choices"] is not None:
+        assert flag.default == "none"
+    else:
+        assert flag.default == default
+    choices = field.metadata["choices"]
+    if choices is not None and typing.get_type_hints(Config)[field.name] is not tuple:
+        assert list(flag.parser.enum_values) == ["none" if c is None else c for c in choices]
+
+
+CHOICE_FIELDS = [f for f in config_lib.fields() if f.metadata["choices"] is not None]
+
+
+@pytest.mark.parametrize("field", CHOICE_FIELDS, ids=lambda f: f.name)
+def test_every_choice_is_validated(field):
+    is_tuple = typing.get_type_hints(Config)[field.name] is tuple
+    for choice in field.metadata["choices"]:
+        value = (choice,) if is_tuple else choice
+        assert getattr(check_config(Config(**{field.name: value})), field.name) == value
+    bad = ("no-such-choice",) if is_tuple else "no-such-choice"
+    with pytest.raises(ConfigError, match=f"{field.name} must be one of .* Received: "
+                                          f"{field.name}="):
+        check_config(Config(**{field.name: bad}))
+
+
+BOUNDED = [f for f in config_lib.fields() if f.metadata["lower_bound"] is not None]
+
+
+@pytest.mark.parametrize("field", BOUNDED, ids=lambda f: f.name)
+def test_every_lower_bound_is_validated(field):
+    bound = field.metadata["lower_bound"]
+    assert check_config(Config(**{field.name: bound + 1}))
+    with pytest.raises(ConfigError, match=f"{field.name} must be >= {bound}"):
+        check_config(Config(**{field.name: bound - 1}))
+
+
+def test_augmenter_update_every_zero_is_valid_as_documented():
+    assert check_config(Config(augmenter_update_every=0)).augmenter_update_every == 0
+    assert _flags()["augmenter_update_every"].parser.lower_bound == 0
+
+
+def test_one_registry_of_modes_and_named_choices():
+    import tensorflow as tf
+
+    from dabo_tf import models
+    from dabo_tf.augment import hand, warp
+    from dabo_tf.train import RUNNERS
+
+    assert set(config_lib.MODES) == set(RUNNERS) | {"compare"}
+    assert config_lib.HAND_OPS == tuple(hand.HAND_OPS)
+    assert set(config_lib.MODELS) == set(models._ARCHITECTURES)
+    images = tf.random.uniform((1, 4, 4, 1), seed=0)
+    identity = tf.constant([[1.0, 0, 0, 0, 1, 0, 0, 0]])
+    for mode in config_lib.FILL_MODES:  # every choice is one the warp implements
+        out = warp.projective_warp(images, identity, fill_mode=mode)
+        assert float(tf.reduce_max(tf.abs(out - images))) < 1e-6
+
+
+def test_config_from_dict_round_trip_and_unknown_keys():
+    config = Config(lr_milestones=(3, 6), hand_policy=("crop",))
+    assert config_lib.config_from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="Unknown configuration keys \\['nope'\\]"):
+        config_lib.config_from_dict({"nope": 1})
+
+
+def test_flags_parse_before_tensorflow_loads():
+    code = ("import sys, time; t = time.perf_counter(); from dabo_tf import cli; "
+            "cli.FLAGS(['dabo-tf', '--epochs=3']); "
+            "print('tensorflow' in sys.modules, cli.FLAGS.epochs, time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split()
+    assert out[:2] == ["False", "3"], out
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dabo_tf", "--helpfull"], capture_output=True,
+                          text=True, timeout=60)
+    assert "--augmenter_lr" in proc.stdout, proc.stderr  # (absl exits 1 after --helpfull)
+    assert time.perf_counter() - start < 3.0
+
+
+def test_old_import_paths_keep_working():
+    import dabo_tf.policy
+    import dabo_tf.warp
+
+    import dabo_tf
+    import dabo_tf.augment
+    from dabo_tf import augment, policy, train, warp
+
+    assert dabo_tf.augment.LearnedAffine is augment.learned.LearnedAffine
+    assert dabo_tf.DaboModel.__module__ == "dabo_tf.dabo_model"
+    assert dabo_tf.policy.policy_to_layers is augment.policy.policy_to_layers
+    assert policy is augment.policy and warp is augment.warp
+    assert dabo_tf.warp.projective_warp is augment.warp.projective_warp
+    assert train.train_and_evaluate is train.runner.train_and_evaluate
+
+
+def test_config_is_a_plain_dataclass_without_tensorflow():
+    assert dataclasses.is_dataclass(Config)
+    code = "import sys; import dabo_tf.config; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    assert out == "False"

@@ -1,0 +1,76 @@
+"""`dabo_tf.flops` (`benchmarks/bench_step.py --flops`): the work of a DABO step, counted."""
+
+import re
+
+import bench_step
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dabo_tf import flops
+
+
+def test_dense_flops_counts_the_ops_that_run():
+    x = tf.TensorSpec((2, 8, 8, 3), tf.float32)
+    w = tf.TensorSpec((3, 3, 3, 4), tf.float32)
+    a = tf.TensorSpec((5, 6), tf.float32)
+    b = tf.TensorSpec((5, 7), tf.float32)
+
+    @tf.function
+    def step(x, w, a, b, flag):
+        y = tf.nn.conv2d(x, w, 1, "SAME")
+        tf.nn.conv2d(x, w, 2, "SAME")  # unused: pruned when the function runs
+        product = tf.cond(flag, lambda: tf.matmul(a, b, transpose_a=True),
+                          lambda: tf.zeros((6, 7)))
+        return y, product
+
+    graph = step.get_concrete_function(x, w, a, b, tf.TensorSpec((), tf.bool)).graph
+    counts = flops.dense_flops(graph)
+    assert counts == {"Conv2D": 2 * (2 * 8 * 8 * 4) * (3 * 3 * 3), "MatMul": 2 * (6 * 7) * 5}
+
+
+def test_dense_flops_refuses_dynamic_shapes():
+    @tf.function
+    def conv(x):
+        return tf.nn.conv2d(x, tf.ones((3, 3, 3, 4)), 1, "SAME")
+
+    graph = conv.get_concrete_function(tf.TensorSpec((None, 8, 8, 3), tf.float32)).graph
+    with pytest.raises(ValueError, match="dynamic shape"):
+        flops.dense_flops(graph)
+
+
+def test_dabo_step_does_the_work_of_the_exact_hypergradient_and_no_more():
+    """Per convolution: plain = forward F + input and filter gradients; DABO = 10F.
+
+    A DABO step runs the convolutions of two forward passes (training, look-ahead), two
+    backward passes and the double backward (which adds two convolutions, two input
+    gradients and no filter gradient: nothing asks for d/dw of the training gradient). Only
+    the first layer's input gradients, which a plain step skips, make it differ from 10F/3F.
+    """
+    counted = flops.step_flops("tiny_cnn", 8, (8, 4), image_size=16)
+    plain, dabo, half = counted["plain"], counted[8], counted[4]
+    forward = plain["Conv2D"]
+    first_layer = forward - plain["Conv2DBackpropInput"]  # input gradient a plain step skips
+    assert 0 < first_layer < forward / 2
+    assert plain["Conv2DBackpropFilter"] == forward
+    assert dabo["Conv2D"] == 4 * forward - first_layer
+    assert dabo["Conv2DBackpropInput"] == 4 * forward - 2 * first_layer
+    assert dabo["Conv2DBackpropFilter"] == 2 * forward
+    # Halving the look-ahead batch halves the look-ahead pass and nothing else.
+    for op in ("Conv2D", "Conv2DBackpropFilter"):
+        assert dabo[op] - half[op] == forward // 2
+    ratio = sum(dabo.values()) / sum(plain.values())
+    assert 10 / 3 <= ratio < 3.5
+
+
+def test_bench_step_flops_command(capsys):
+    bench_step.main(["--flops", "--models=tiny_cnn", "--batch=8"])
+    rows = dict(re.findall(r"\| tiny_cnn \| ([^|]+?) \| [\d.]+ \| ([\d.]+)x \|",
+                           capsys.readouterr().out))
+    assert len(rows) == len(bench_step.CONFIGS)
+    ratios = {label: float(value) for label, value in rows.items()}
+    every, half = ratios["DABO every step"], ratios["DABO every step, val batch / 2"]
+    assert ratios["plain (augmenter frozen)"] == 1.0
+    assert 3.3 <= every < 3.5 and 2.8 <= half < every
+    np.testing.assert_allclose(ratios["DABO every 2nd step"], (every + 1) / 2, atol=0.01)
+    np.testing.assert_allclose(ratios["DABO every 4th step"], (every + 3) / 4, atol=0.01)
