@@ -20,6 +20,7 @@ that reads flags.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pathlib
@@ -227,6 +228,15 @@ def _main(argv):
         summary = train.run(config, workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
     except (UserError, train.ConfigError, data.DataUnavailableError) as e:
         _fail(str(e))
+    except OSError as e:  # a full disk, a folder made read-only during the run...
+        where = f" writing {e.filename}" if e.filename else ""
+        advice = ("Free some space, then" if e.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else "Fix that, then")
+        resume = (f" continue with: {_program()} --resume --output_dir={workdir}"
+                  if workdir is not None and (workdir / "backup").exists()
+                  else " run again")
+        _fail(f"{e.strerror or e}{where}. {advice}{resume}. Received: "
+              f"output_dir={workdir}", 1)
     except KeyboardInterrupt:
         if workdir is not None and (workdir / "backup").exists():
             _fail(f"interrupted. Continue with: {_program()} --resume --output_dir={workdir}",

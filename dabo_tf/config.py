@@ -37,7 +37,7 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message says which one and what to do."""
 
 
-def field(default, help, *, choices=None, lower_bound=None, items=None):
+def field(default, help, *, choices=None, lower_bound=None, items=None, resumable=False):
     """A `Config` field with the metadata its flag is generated from.
 
     Args:
@@ -46,9 +46,12 @@ def field(default, help, *, choices=None, lower_bound=None, items=None):
         choices: allowed values (an enum flag; `check_config` enforces them).
         lower_bound: smallest allowed number (the flag's bound).
         items: the element type of a tuple field (`str` by default).
+        resumable: a resumed run may change it (how long or how verbosely it runs, not what
+            it trains: the model, the data and the method stay as the run began).
     """
     return dataclasses.field(default=default, metadata={
-        "help": help, "choices": choices, "lower_bound": lower_bound, "items": items or str})
+        "help": help, "choices": choices, "lower_bound": lower_bound, "items": items or str,
+        "resumable": resumable})
 
 
 @dataclasses.dataclass
@@ -91,7 +94,8 @@ class Config:
     epochs: int = field(
         15,
         "Training epochs.",
-        lower_bound=1)
+        lower_bound=1,
+        resumable=True)
     batch_size: int = field(
         64,
         "Global batch size (split across replicas under --distribute).",
@@ -262,8 +266,9 @@ class Config:
     jit_compile: Optional[bool] = field(
         None,
         "Compile training with XLA. Default: on when a GPU is present (--jit_compile / "
-        "--nojit_compile to force). On CPU it also makes a seeded DABO run bit- "
-        "reproducible (see the README).")
+        "--nojit_compile to force). On CPU it also makes a seeded DABO run bit-"
+        "reproducible (see the README).",
+        resumable=True)
     mixed_precision: Optional[str] = field(
         None,
         "Keras mixed-precision policy.",
@@ -285,15 +290,18 @@ class Config:
         "",
         "TensorBoard profiler range, 'START,STOP' (batches counted from 1 across epochs) "
         "or 'N'; '0' turns it off. Default: three batches early in the 2nd epoch (none "
-        "with a single epoch).")
+        "with a single epoch).",
+        resumable=True)
     steps_per_execution: int = field(
         1,
         "Training steps per compiled call (Keras).",
-        lower_bound=1)
+        lower_bound=1,
+        resumable=True)
     verbose: int = field(
         1,
         "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch. Defaults "
-        "to 1 on a terminal, else 2.")
+        "to 1 on a terminal, else 2.",
+        resumable=True)
 
 
     def replace(self, **changes) -> "Config":
@@ -366,13 +374,15 @@ def check_config(config: Config) -> Config:
     fail(config.mode == "dabo" and config.val_fraction <= 0 and config.dataset != "folder",
          "mode dabo needs a validation split: set val_fraction > 0", "val_fraction")
     for name in ("lr", "augmenter_lr"):
-        fail(not getattr(config, name) > 0, f"{name} must be positive", name)
-    fail(config.inner_lr is not None and not config.inner_lr > 0,
+        fail(not 0 < getattr(config, name) < float("inf"), f"{name} must be a positive number",
+             name)
+    fail(config.inner_lr is not None and not 0 < config.inner_lr < float("inf"),
          "inner_lr must be positive or None (the classifier's current learning rate)",
          "inner_lr")
     fail(not 0.0 <= config.momentum < 1.0, "momentum must be in [0, 1)", "momentum")
     for name in ("weight_decay", "augmenter_weight_decay", "randaugment_factor"):
-        fail(not getattr(config, name) >= 0, f"{name} must be >= 0", name)
+        fail(not 0 <= getattr(config, name) < float("inf"), f"{name} must be >= 0 and finite",
+             name)
     fail(not 0.0 < config.lr_decay <= 1.0, "lr_decay must be in (0, 1]", "lr_decay")
     milestones = config.lr_milestones
     fail(any(m < 1 for m in milestones) or list(milestones) != sorted(set(milestones)),

@@ -28,8 +28,10 @@ right augmentation of such a task is known, so what a method learns can be score
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import socket
+import stat
 import threading
 import warnings
 
@@ -254,6 +256,11 @@ def _make_splits(name, x_train, y_train, x_val, y_val, x_test, y_test, class_nam
     if x_val is None:
         keep, val = _stratified_split(y_train, _count(val_fraction, len(y_train)), rng)
         x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_train[val], y_train[val]
+    missing = sorted(set(range(len(class_names))) - set(np.unique(y_test).tolist()))
+    if missing:
+        warnings.warn(f"The test split of {name} has no image of class(es) "
+                      f"{[class_names[i] for i in missing]}: its accuracy says nothing about "
+                      "them.", stacklevel=3)
     mean, std = _channel_stats(x_train)
     return DataSplits(
         name=name, x_train=x_train, y_train=y_train.astype(np.int32), x_val=x_val,
@@ -307,10 +314,29 @@ def _to_uint8(x):
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def check_memory(n_images, image_size, channels, what):
+    """Fails before decoding when `n_images` resized images would not fit in memory.
+
+    Counts the float32 copy the resize makes (4 bytes per value): more than half of the
+    machine's available memory is refused with what to change.
+    """
+    need = int(n_images) * int(image_size) ** 2 * int(channels) * 4
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
+        return
+    if need > available / 2:
+        raise ValueError(f"{what}: {n_images} images at {image_size}x{image_size}x{channels} "
+                         f"need about {need / 2**30:.1f} GiB, more than half of the "
+                         f"{available / 2**30:.1f} GiB of memory available. Choose a smaller "
+                         f"--image_size. Received: image_size={image_size}")
+
+
 def _load_digits(image_size):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
+    check_memory(len(digits.images), image_size, 1, "digits")
     x = digits.images.astype(np.float32)[..., None] / 16.0  # [N, 8, 8, 1] in [0, 1]
     if image_size != x.shape[1]:
         x = tf.image.resize(x, [image_size, image_size], method="bilinear").numpy()
@@ -347,6 +373,12 @@ def _load_tfds(name, data_dir, image_size, test_fraction):
             f"Unknown data set {name!r}: it is neither one of {sorted(DATASETS)} nor a "
             f"TensorFlow Datasets name (e.g. {', '.join(TFDS_EXAMPLES)}). "
             f"{_HOW_TO_PROVIDE} Received: name={name!r}") from e
+    except Exception as e:  # unreadable metadata (a corrupt dataset_info.json...)
+        raise DataUnavailableError(
+            f"Cannot read data set {name!r} from {data_dir or 'the default TFDS data_dir'} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}): its "
+            "prepared files look damaged. Prepare it again (delete its folder under "
+            f"--data_dir). Received: data_dir={data_dir!r}") from e
     features = builder.info.features
     keys = builder.info.supervised_keys
     if (not keys or len(keys) != 2 or not isinstance(keys[0], str) or not isinstance(keys[1], str)
@@ -432,11 +464,18 @@ def _load_folder(data_dir, image_size, test_fraction):
             f"Image folder {str(root)!r} does not exist. Point --data_dir to a folder of images "
             f"in class subfolders, or use --dataset=digits. Received: data_dir={str(data_dir)!r}")
     train_dir = root / "train" if (root / "train").is_dir() else root
+    files = sum(1 for path in root.rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS)
+    check_memory(files, image_size, 3, f"Image folder {str(root)!r}")
     images, labels, class_names = _read_class_folders(train_dir, None, image_size)
     if not class_names:
         raise DataUnavailableError(
             f"No readable images found in class subfolders of {str(train_dir)!r} (expected "
             f"PATH/<class>/*.png|jpg|bmp|gif|tiff). Received: data_dir={str(data_dir)!r}")
+    if len(class_names) < 2:
+        raise DataUnavailableError(
+            f"{str(train_dir)!r} holds one class ({class_names[0]!r}): a classifier needs at "
+            "least two class subfolders with images. Received: "
+            f"data_dir={str(data_dir)!r}")
     parts = {"train": (images, labels)}
     if train_dir != root:
         val_dir = next((root / v for v in ("val", "validation") if (root / v).is_dir()), None)
@@ -480,6 +519,9 @@ def _read_class_folders(directory, class_names, image_size):
         for path in sorted(sub.iterdir()):
             if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
+            if not _regular_file(path):  # a FIFO or a device would block or never end
+                bad.append(f"{path.relative_to(directory)} (not a regular file)")
+                continue
             try:
                 with Image.open(path) as img:
                     images.append(_pil_to_array(img, image_size))
@@ -500,6 +542,13 @@ def _read_class_folders(directory, class_names, image_size):
         warnings.warn(f"Skipped {len(bad)} unreadable image file(s) in {str(directory)!r}: "
                       f"{shown}.", stacklevel=4)
     return images, labels, kept
+
+
+def _regular_file(path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _pil_to_array(img, image_size):

@@ -20,3 +20,23 @@ def _seed():
     keras.utils.set_random_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture
+def cli(capsys):
+    """Runs the command line in-process: `cli("--flag=value", ...)` -> (exit code, out, err)."""
+    from dabo_tf import cli as cli_module
+
+    def call(*args):
+        cli_module.FLAGS.unparse_flags()
+        cli_module._parse_flags(["run.py", *args])
+        try:
+            cli_module._main(["run.py"])
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    yield call
+    cli_module.FLAGS.unparse_flags()

@@ -192,25 +192,6 @@ def test_user_errors_in_a_subprocess(tmp_path, args, fragments):
 # ---------------------------------------------------------------------------------------
 # In process: main() with parsed flags.
 
-@pytest.fixture
-def cli(capsys):
-    """Parses flags and runs the command's main in-process; returns (exit code, stdout, stderr)."""
-
-    def call(*args):
-        cli_module.FLAGS.unparse_flags()
-        cli_module._parse_flags(["run.py", *args])
-        try:
-            cli_module._main(["run.py"])
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield call
-    cli_module.FLAGS.unparse_flags()
-
-
 def test_offline_tfds_error(cli, tmp_path, monkeypatch):
     from dabo_tf import data
 

@@ -157,13 +157,14 @@ def test_parse_profile_batches():
 def test_prepare_workdir_rules(tmp_path):
     assert rundir.prepare_workdir(tmp_path / "new") is True
     finished = tmp_path / "finished"
-    finished.mkdir()
+    rundir.mark(finished)
     (finished / "metrics.json").write_text("{}")
     for kwargs in ({}, {"resume": True}):
         with pytest.raises(ConfigError, match="finished run"):
             rundir.prepare_workdir(finished, **kwargs)
     unfinished = tmp_path / "unfinished"
-    (unfinished / "backup").mkdir(parents=True)
+    rundir.mark(unfinished)
+    (unfinished / "backup").mkdir()
     with pytest.raises(ConfigError, match="unfinished run.*--resume"):
         rundir.prepare_workdir(unfinished)
     assert rundir.prepare_workdir(unfinished, resume=True) is False
@@ -173,14 +174,20 @@ def test_prepare_workdir_rules(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="is a file"):
         rundir.prepare_workdir(tmp_path / "file")
+    (tmp_path / "other" / "notes").mkdir(parents=True)  # not a run: never used, never deleted
+    for kwargs in ({}, {"resume": True}, {"overwrite": True}):
+        with pytest.raises(ConfigError, match="not a dabo-tf run"):
+            rundir.prepare_workdir(tmp_path / "other", **kwargs)
+    assert (tmp_path / "other" / "notes").is_dir()
 
 
 def test_a_backup_torn_while_being_written(tmp_path):
     """A run killed while writing its weights resumes from the previous copy, or says why not."""
     import h5py
 
+    rundir.mark(tmp_path / "run")
     backup = tmp_path / "run" / "backup"
-    backup.mkdir(parents=True)
+    backup.mkdir()
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)  # torn
     (backup / "training_metadata.json").write_text('{"epoch": 5, "batch": 0}')
     with pytest.raises(ConfigError, match="cannot be resumed.*--overwrite"):

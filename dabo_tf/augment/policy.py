@@ -31,6 +31,7 @@ Extra keys of an op's entry (`mean`, `std`) are ignored.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 from dabo_tf.augment.fixed import FixedAffine, FixedColor, FixedCutout, FrozenPolicy  # noqa: F401
@@ -87,21 +88,34 @@ def split_policy(policy: dict):
     An erasing op's range is `(low, high, probability)`.
 
     Raises:
-        ValueError: an op is unknown or its entry has no `low`/`high`.
+        ValueError: an op is unknown, its entry has no `low`/`high`, or a value is not a
+            finite number within the op's `LIMITS`.
     """
     geometric, color, erasing = {}, {}, {}
     for op, entry in policy.items():
         if not isinstance(entry, dict) or "low" not in entry or "high" not in entry:
             raise ValueError(f"Each policy entry must be a dict with 'low' and 'high'. "
                              f"Received: policy[{op!r}]={entry!r}")
-        lo, hi = float(entry["low"]), float(entry["high"])
+        try:
+            lo, hi = float(entry["low"]), float(entry["high"])
+        except (TypeError, ValueError):
+            raise ValueError(f"Policy values must be numbers. Received: policy[{op!r}]="
+                             f"{entry!r}") from None
+        name = op
         if op == "brightness" and "factor" in str(entry.get("unit", "")):
             op = "brightness_factor"
         if op not in KNOWN_OPS:
             raise ValueError(f"Unknown policy op. Expected one of {KNOWN_OPS}. "
                              f"Received: op={op!r}")
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi
+                and max(abs(lo), abs(hi)) <= LIMITS[op]):
+            raise ValueError(f"Policy op {name!r} needs finite low <= high within "
+                             f"+-{LIMITS[op]}. Received: policy[{name!r}]={entry!r}")
         if OPS[op].kind == "erasing":
             p = float(entry.get("probability", 1.0))
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"A probability must be in [0, 1]. "
+                                 f"Received: policy[{name!r}]={entry!r}")
             if hi > 0 and p > 0:
                 erasing[op] = (lo, hi, p)
             continue
@@ -124,11 +138,31 @@ def save_policy(policy: dict, path) -> None:
 
 
 def load_policy(path) -> dict:
-    """Reads a policy written by `save_policy` and checks its format."""
-    with open(os.fspath(path)) as f:
-        policy = json.load(f)
+    """Reads a policy written by `save_policy` and checks its format and values.
+
+    Raises:
+        ValueError: the file is not JSON, not a policy, or holds an unusable value.
+    """
+    try:
+        with open(os.fspath(path)) as f:
+            policy = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{os.fspath(path)!r} is not a policy file (not JSON: {e}). Pass "
+                         "the policy.json a DABO run wrote. "
+                         f"Received: path={os.fspath(path)!r}") from None
+    if not isinstance(policy, dict):
+        raise ValueError(f"{os.fspath(path)!r} is not a policy file (expected an object of "
+                         f"ops). Received: {type(policy).__name__}")
     split_policy(policy)
     return policy
+
+
+LIMITS = {"rotate": 360.0, "shear": 10.0, "scale_x": 10.0, "scale_y": 10.0,
+          "translate_x": 2.0, "translate_y": 2.0, "perspective_x": 10.0, "perspective_y": 10.0,
+          "flip": 1.0, "vflip": 1.0, "brightness": 10.0, "brightness_factor": 10.0,
+          "intensity_shift": 10.0, "contrast": 10.0, "saturation": 10.0, "cutout": 1.0}
+"""Largest magnitude a policy value may have (human units): generous bounds that only catch
+values no augmentation can mean (a rotation of 1e308 degrees, a flip probability of 2)."""
 
 
 def policy_to_layers(policy: dict, *, seed=None, fill_mode: str = "reflect",

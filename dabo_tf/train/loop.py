@@ -137,6 +137,7 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
                                 verbose=config.verbose, shuffle=False)
     history = rundir.read_history(workdir / "history.csv") if workdir is not None else {
         "epoch": list(fit_history.epoch), **fit_history.history}
+    check_converging(history, steps, config)
     test = model.evaluate(_eval_pipeline(splits.x_test, splits.y_test, config),
                           return_dict=True, verbose=0)
     val_acc = history.get("val_accuracy") or []
@@ -161,6 +162,29 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
         "validation_split_use": "monitoring only",
     }
     return history, metrics
+
+
+class TrainingDiverged(ConfigError):
+    """Training produced nothing usable: a non-finite loss, or every step skipped."""
+
+
+def check_converging(history: dict, steps: int, config: Config) -> None:
+    """Fails when the last epoch's loss is not finite or every one of its steps was skipped.
+
+    `DaboModel` skips a step whose loss or gradients are not finite (`skipped_steps` counts
+    them per epoch); a run whose last epoch skipped them all has not trained, whatever its
+    exit status would say.
+    """
+    losses, skipped = history.get("loss") or [], history.get("skipped_steps") or []
+    diverged = bool(losses) and not np.isfinite(losses[-1])
+    all_skipped = bool(skipped) and np.isfinite(skipped[-1]) and skipped[-1] >= steps
+    if diverged or all_skipped:
+        what = (f"every step of epoch {len(skipped)} was skipped (non-finite loss or "
+                "gradients)" if all_skipped else
+                f"the training loss is {losses[-1]} after epoch {len(losses)}")
+        raise TrainingDiverged(f"Training diverged: {what}, so the run is not finished. Start "
+                               "it again with --overwrite and a smaller learning rate. "
+                               f"Received: lr={config.lr}")
 
 
 def fit_classifier(config: Config, splits: data.DataSplits, augmentation=None, workdir=None,

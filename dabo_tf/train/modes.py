@@ -158,7 +158,10 @@ def run_frozen(config, splits, workdir, callbacks) -> RunResult:
         raise ConfigError(f"No policy file at {path}: pass --policy_path=PATH, a DABO "
                           "run's policy.json or its folder. "
                           f"Received: policy_path={config.policy_path}")
-    policy = load_policy(path)
+    try:
+        policy = load_policy(path)
+    except ValueError as e:
+        raise ConfigError(f"{e} (--policy_path)") from None
     layer = augmentation_front_end("policy", config, splits.image_shape, policy=policy)
     return _train_with(layer, config, splits, workdir, callbacks, policy)
 

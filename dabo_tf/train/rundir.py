@@ -11,21 +11,28 @@ What a run leaves in `workdir`:
   `{}`); `augmentations.png` and `curves.png` (see `dabo_tf.report`); `history.csv`.
 * `logs/`: TensorBoard: `train/` and `validation/` scalars (losses, accuracy, `aug_*` policy
   scalars, learning rate) and a profiler trace, `augmentations/` images per epoch.
+* `.dabo-tf-run`, written when the folder is created: it marks the folder as a dabo-tf run
+  (only such a folder is ever resumed, overwritten or deleted; a run folder written before
+  the marker existed is recognised by its `config.json`).
 * `metrics.json`, written last: its presence marks a finished run.
 * `backup/`, only while a run is unfinished: `keras.callbacks.BackupAndRestore`'s state
   (model, both optimisers, epoch) from which `resume=True` continues.
 
-Under `MultiWorkerMirroredStrategy` only the chief writes `workdir`; the other workers write
+Every output is written to a temporary name beside it and renamed into place, so a crash or a
+full disk never leaves a half-written artefact that looks finished. Under
+`MultiWorkerMirroredStrategy` only the chief writes `workdir`; the other workers write
 the same files to `<workdir>.<task_type>-<task_id>` (see `worker_workdir`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import pathlib
 import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -34,13 +41,54 @@ from absl import logging
 from dabo_tf.config import ConfigError
 from dabo_tf.train import report
 
+MARKER = ".dabo-tf-run"
+"""The file that marks a folder as a dabo-tf run."""
+
 
 def write_json(path, obj):
-    """Writes JSON atomically (temporary file, then rename)."""
+    """Writes strict JSON atomically (temporary file, then rename); NaN and inf become null."""
+    text = json.dumps(_strict(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _strict(obj):
+    """`obj` with every non-finite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary sibling path to write; renames it to `path` if the block succeeds.
+
+    The temporary name keeps `path`'s suffix (Keras insists on `.keras`), and is removed when
+    the block fails (a full disk, an interrupt), so `path` is either its old self or whole.
+    A folder (a SavedModel) replaces an existing one.
+    """
     path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".partial-{path.name}")
+    _remove(tmp)
+    try:
+        yield tmp
+        if tmp.is_dir() and path.is_dir():
+            _remove(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path):
+    path = pathlib.Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
 
 
 def _json_default(obj):
@@ -53,22 +101,35 @@ def _json_default(obj):
     raise TypeError(f"Not JSON serialisable: {obj!r}")
 
 
+def is_run_folder(workdir) -> bool:
+    """Whether `workdir` is a dabo-tf run's folder (its marker, or an older run's config)."""
+    workdir = pathlib.Path(workdir)
+    return (workdir / MARKER).is_file() or (workdir / "config.json").is_file()
+
+
 def check_workdir(workdir, *, resume=False, overwrite=False) -> None:
     """Checks that a run may write to `workdir` (no side effects).
 
     Raises:
-        ConfigError: `workdir` holds a finished run (`metrics.json`) and `overwrite` is
-            False, holds an unfinished run and neither `resume` nor `overwrite` is set,
-            is a file, or both `resume` and `overwrite` are set.
+        ConfigError: `workdir` cannot be created or written; holds files that are not a
+            dabo-tf run; holds a finished run (`metrics.json`) and `overwrite` is False;
+            holds an unfinished run and neither `resume` nor `overwrite` is set; is a file;
+            or both `resume` and `overwrite` are set.
     """
     workdir = pathlib.Path(workdir)
+    received = f"Received: workdir={str(workdir)!r}"
     if resume and overwrite:
         raise ConfigError("resume and overwrite exclude each other: resume continues the run "
                           f"in {str(workdir)!r}, overwrite deletes it. Received: resume=True, "
                           "overwrite=True")
     if workdir.exists() and not workdir.is_dir():
         raise ConfigError(f"Output path {str(workdir)!r} is a file, not a folder. Choose "
-                          f"another output folder. Received: workdir={str(workdir)!r}")
+                          f"another output folder. {received}")
+    _check_writable(workdir, received)
+    if workdir.is_dir() and any(workdir.iterdir()) and not is_run_folder(workdir):
+        raise ConfigError(f"{str(workdir)!r} holds files that are not a dabo-tf run, so no "
+                          "run is written there (nor, with --overwrite, deletes them). Choose "
+                          f"a new or empty output folder. {received}")
     if (workdir / "metrics.json").exists() and not overwrite:
         raise ConfigError(f"{str(workdir)!r} holds a finished run (metrics.json). Choose "
                           "another output folder, or pass overwrite (--overwrite) to replace "
@@ -83,6 +144,59 @@ def check_workdir(workdir, *, resume=False, overwrite=False) -> None:
                           "stopped while writing its backup, which is unreadable. Pass "
                           "overwrite (--overwrite) to start it over. "
                           f"Received: workdir={str(workdir)!r}")
+
+
+def _check_writable(workdir, received):
+    """Fails unless the folder `workdir` exists writable or can be created (tried, undone)."""
+    ancestor = workdir.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"Output folder {str(workdir)!r} would be inside {str(ancestor)!r}, "
+                          f"which is a file. Choose another output folder. {received}")
+    try:  # the only reliable test (/proc, /sys, read-only mounts, root's permissions)
+        probe = tempfile.mkdtemp(prefix=".dabo-tf-probe-", dir=workdir if workdir.is_dir()
+                                 else ancestor)
+        os.rmdir(probe)
+    except OSError as e:
+        raise ConfigError(f"Cannot write the output folder {str(workdir)!r} "
+                          f"({e.strerror or e}). Choose a writable output folder. "
+                          f"{received}") from None
+
+
+def check_resume_config(workdir, config) -> None:
+    """Fails when `config` changes what the unfinished run in `workdir` trains.
+
+    Only fields marked `resumable` (e.g. `epochs`, `verbose`) may differ from its
+    `config.json`; the model, the data and the method may not.
+    """
+    from dabo_tf.config import fields
+
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"Cannot read {path} ({e}); the run cannot be resumed. Start it "
+                          "again with overwrite (--overwrite).") from None
+    current = json.loads(json.dumps(_strict(config.to_dict()), default=_json_default))
+    changed = [f.name for f in fields() if not f.metadata.get("resumable")
+               and f.name in saved and saved[f.name] != current[f.name]]
+    if changed:
+        shown = ", ".join(f"{name}={current[name]!r} (the run has {saved[name]!r})"
+                          for name in changed)
+        raise ConfigError(f"Resuming the run in {str(workdir)!r} would change what it trains: "
+                          f"{shown}. Resume without those flags, or start a new run in "
+                          f"another output folder. Received: {shown}")
+
+
+def mark(workdir) -> None:
+    """Creates `workdir` (if needed) with its marker file."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / MARKER).exists():
+        (workdir / MARKER).write_text("dabo-tf run folder\n")
 
 
 def backup_readable(workdir) -> bool:
@@ -121,7 +235,7 @@ def prepare_workdir(workdir, *, resume=False, overwrite=False) -> bool:
     workdir = pathlib.Path(workdir)
     check_workdir(workdir, resume=resume, overwrite=overwrite)
     if overwrite and workdir.is_dir():
-        shutil.rmtree(workdir)
+        shutil.rmtree(workdir)  # a run folder (checked), and the new run has been validated
     if resume and not workdir.is_dir():
         logging.warning("Nothing to resume in %s: starting a new run.", workdir)
     return not workdir.exists()
@@ -156,17 +270,21 @@ def save_outputs(result, config, splits, workdir) -> dict:
     """
     workdir = pathlib.Path(workdir)
     outputs = {"saved_model": "saved_model", "classifier": "classifier.keras"}
-    result.classifier.export(str(workdir / "saved_model"), verbose=False)
-    result.classifier.save(workdir / "classifier.keras")
+    with atomic_path(workdir / "saved_model") as tmp:
+        result.classifier.export(str(tmp), verbose=False)
+    with atomic_path(workdir / "classifier.keras") as tmp:
+        result.classifier.save(tmp)
     if result.model is not result.classifier:
         outputs["model"] = f"{config.mode}.keras"
-        result.model.save(workdir / outputs["model"])
+        with atomic_path(workdir / outputs["model"]) as tmp:
+            result.model.save(tmp)
     write_json(workdir / "policy.json", result.policy or {})
     title = f"{splits.name}, mode {config.mode}"
     images = report.sample_images(splits.x_train, splits.y_train, 6)
-    report.plot_augmentations(images, result.augment_fn, workdir / "augmentations.png",
-                              title=title)
-    report.plot_curves(result.history, workdir / "curves.png", title=title)
+    with atomic_path(workdir / "augmentations.png") as tmp:
+        report.plot_augmentations(images, result.augment_fn, tmp, title=title)
+    with atomic_path(workdir / "curves.png") as tmp:
+        report.plot_curves(result.history, tmp, title=title)
     outputs.update(policy="policy.json", augmentations="augmentations.png",
                    curves="curves.png", history="history.csv", logs="logs",
                    metrics="metrics.json")
@@ -185,7 +303,8 @@ def read_history(path) -> dict:
     keys = sorted({k for row in rows.values() for k in row if k != "epoch"})
     history = {"epoch": sorted(rows)}
     for key in keys:
-        history[key] = [float(rows[e][key]) if rows[e].get(key) not in (None, "") else
+        # CSVLogger writes "NA" for a key an epoch did not log (no validation split).
+        history[key] = [float(rows[e][key]) if rows[e].get(key) not in (None, "", "NA") else
                         float("nan") for e in history["epoch"]]
     return history
 

@@ -40,6 +40,26 @@ def run(config: Config, workdir, *, resume: bool = False, overwrite: bool = Fals
     return report.format_summary(metrics, rundir.read_policy(workdir), workdir)
 
 
+def check_classifier(config: Config) -> None:
+    """Builds `config.model` once for `config.image_size` images, or fails with what to do.
+
+    Catches impossible pairs (a network that pools small images down to nothing, a Wide
+    ResNet depth its rule does not allow) before any data is loaded.
+    """
+    from dabo_tf import models
+
+    size = config.image_size
+    try:
+        models.build_classifier(config.model, (size, size, 3), 10, seed=0)
+    except (ValueError, TypeError) as e:
+        reason = str(e).strip().splitlines()[0][:300]
+        if "Pooling" in reason or "negative" in reason.lower():
+            reason = "its pooling reduces them to nothing"
+        raise ConfigError(f"The classifier {config.model!r} cannot be built for {size}x{size} "
+                          f"images ({reason}). Choose another --image_size or --model. "
+                          f"Received: model={config.model!r}, image_size={size}") from None
+
+
 def get_runner(mode: str):
     """The runner of a single-training `mode` (`ConfigError` for any other)."""
     if mode not in RUNNERS:
@@ -75,11 +95,16 @@ def train_and_evaluate(config: Config, workdir, *, resume: bool = False,
     runner = get_runner(config.mode)
     strategy = distribute.make_strategy(config.distribute)
     workdir = rundir.worker_workdir(strategy, workdir)
-    rundir.check_workdir(workdir, resume=resume, overwrite=overwrite)  # before loading data
+    # Everything that can be checked is, before data loads and before a folder is touched.
+    rundir.check_workdir(workdir, resume=resume, overwrite=overwrite)
+    if resume:
+        rundir.check_resume_config(workdir, config)
+    check_classifier(config)
     config = config.replace(jit_compile=resolve_jit_compile(config))
     splits = load_data(config)
+    # Only now, with the configuration and the data known to work, is an old run replaced.
     create = rundir.prepare_workdir(workdir, resume=resume, overwrite=overwrite)
-    workdir.mkdir(parents=True, exist_ok=True)
+    rundir.mark(workdir)
     previous_policy = keras.mixed_precision.global_policy()
     try:
         rundir.write_json(workdir / "config.json", config.to_dict())
