@@ -41,27 +41,13 @@ _FIELDS = {f.name: f for f in config_lib.fields()}
 
 
 def _start_tensorflow_quietly():
-    """Imports TensorFlow and finds its devices with its C++ start-up log lines hidden.
+    """Imports TensorFlow and finds its devices with its C++ start-up log lines hidden."""
+    from dabo_tf.logs import quiet_stderr
 
-    TensorFlow writes them to stderr before its logging is set up, whatever
-    TF_CPP_MIN_LOG_LEVEL says from inside Python. When TF_CPP_MIN_LOG_LEVEL is set in the
-    environment (e.g. to 0, to see them), nothing is hidden.
-    """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
+    with quiet_stderr():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 
 
 def _unwrap(hint):

@@ -18,6 +18,8 @@ from keras.src.losses import loss as _keras_loss
 from keras.src.saving import serialization_lib as _serialization
 from tensorflow.python.framework import ops as tf_ops
 
+from dabo_tf.logs import quiet_stderr
+
 
 def flatten_layers(model, include_self=True):
     """Every layer nested in `model` (`Layer._flatten_layers`: Keras has no public walk that
@@ -78,6 +80,23 @@ def deserialize_compile_config(config):
     """The compile arguments of a saved model, deserialised as Keras' own `compile_from_config`
     does (`keras.src.saving.serialization_lib`), for a model with a second optimizer."""
     return _serialization.deserialize_keras_object(config)
+
+
+def quiet_profiler_callback(base):
+    """A subclass of Keras' `TensorBoard` callback whose profiler starts and stops quietly
+    (`TensorBoard._start_profiler` / `_stop_profiler`: no public hook around them)."""
+
+    class QuietTensorBoard(base):
+        def _start_profiler(self, *args, **kwargs):
+            with quiet_stderr():
+                return super()._start_profiler(*args, **kwargs)
+
+        def _stop_profiler(self, *args, **kwargs):
+            with quiet_stderr():
+                return super()._stop_profiler(*args, **kwargs)
+
+    QuietTensorBoard.__name__ = QuietTensorBoard.__qualname__ = "TensorBoard"
+    return QuietTensorBoard
 
 
 def function_graph(graph, name):

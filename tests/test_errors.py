@@ -251,3 +251,28 @@ def test_a_fifo_among_the_images_is_skipped_not_waited_on(tmp_path):
     with pytest.warns(UserWarning, match=r"pipe.png \(not a regular file\)"):
         splits = data.load("folder", data_dir=tmp_path, image_size=8, val_fraction=0.25)
     assert sum(splits.sizes.values()) == 8
+
+
+def test_the_saved_model_checks_its_input_and_serves_an_empty_batch(finished_run):
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(finished_run / "saved_model"))
+    for shape in ((2, 20, 20, 1), (16, 16, 1), (2, 16, 16, 3)):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=r"serve expects float32 images of shape \[N, 16, 16, 1\]"):
+            served.serve(tf.zeros(shape))
+    assert served.serve(tf.zeros((0, 16, 16, 1))).shape == (0, 10)
+    assert served.serve(tf.zeros((3, 16, 16, 1))).shape == (3, 10)
+
+
+def test_profiler_and_start_up_lines_stay_off_the_console(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "dabo_tf", *TINY[:2], "--mode=none",
+                           "--profile_batches=2,3", f"--output_dir={tmp_path / 'run'}",
+                           "--verbose=2"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr  # no I0000 / W0000 / absl lines
+    assert list((tmp_path / "run" / "logs").rglob("*.xplane.pb"))  # the trace is recorded

@@ -20,10 +20,13 @@ import tensorflow as tf
 from dabo_tf import data, models, seeds
 from dabo_tf.augment.base import as_augment_fn
 from dabo_tf.config import Config, ConfigError
-from dabo_tf.keras_compat import release_traced_gradients
+from dabo_tf.keras_compat import quiet_profiler_callback, release_traced_gradients
 from dabo_tf.train import report, rundir
 from dabo_tf.train.callbacks import AugmentedImageSummary, ThroughputMeter, parse_profile_batches
 from dabo_tf.train.recipe import compile_model
+
+QuietTensorBoard = quiet_profiler_callback(keras.callbacks.TensorBoard)
+"""Keras' TensorBoard callback, its profiler's INFO lines kept off the console."""
 
 
 @dataclasses.dataclass
@@ -123,8 +126,8 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
             # Two copies: a run killed while writing one resumes from the other.
             keras.callbacks.BackupAndRestore(str(workdir / "backup"), delete_checkpoint=False,
                                              double_checkpoint=True),
-            keras.callbacks.TensorBoard(log_dir=str(workdir / "logs"), write_graph=False,
-                                        profile_batch=profile),
+            QuietTensorBoard(log_dir=str(workdir / "logs"), write_graph=False,
+                             profile_batch=profile),
         ]
         if augment_fn is not None:
             images = report.sample_images(splits.x_train, splits.y_train, 8)

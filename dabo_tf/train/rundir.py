@@ -3,8 +3,8 @@
 What a run leaves in `workdir`:
 
 * `config.json`: the resolved `Config` (written first; `run.py --resume` reads it back).
-* `saved_model/`: `classifier.export(...)`, a TF SavedModel (endpoint `serve`, signature
-  `serving_default`): float32 `[N, H, W, C]` images in `[0, 1]` -> logits.
+* `saved_model/`: a TF SavedModel (endpoint `serve`, signature `serving_default`, see
+  `export_classifier`): float32 `[N, H, W, C]` images in `[0, 1]` -> logits.
 * `classifier.keras`: the trained classifier; mode dabo also saves `dabo.keras`, the whole
   `DaboModel` (load either with `dabo_tf.load_model(path)`, which registers dabo-tf's layers).
 * `policy.json`: the augmentation in human units (`augmenter.policy()`, the hand policy, or
@@ -259,6 +259,40 @@ def worker_workdir(strategy: tf.distribute.Strategy, workdir) -> pathlib.Path:
     return workdir.with_name(f"{workdir.name}.{task_type}-{task_id}")
 
 
+def export_classifier(classifier, path) -> None:
+    """Exports `classifier` as a SavedModel whose `serve` endpoint checks its input.
+
+    Endpoint `serve` and signature `serving_default`: float32 `[N, H, W, C]` images in
+    `[0, 1]` -> logits. Any other shape fails with a message naming the expected one (not
+    TensorFlow's signature-binding error), and an empty batch gives `[0, classes]` logits.
+    """
+    import keras
+
+    height, width, channels = (int(d) for d in classifier.input_shape[1:])
+    classes = int(classifier.output_shape[-1])
+    expected = tf.constant([height, width, channels])
+    message = (f"serve expects float32 images of shape [N, {height}, {width}, {channels}] "
+               "in [0, 1]; received shape:")
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="images")])
+    def serve(images):
+        shape = tf.shape(images)
+        padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # any rank: compare 4 dims
+        ok = tf.logical_and(tf.equal(tf.size(shape), 4),
+                            tf.reduce_all(tf.equal(padded[1:4], expected)))
+        check = tf.debugging.Assert(ok, [message, shape])
+        with tf.control_dependencies([check]):
+            images = tf.reshape(images, [-1, height, width, channels])
+        return tf.cond(tf.shape(images)[0] > 0,
+                       lambda: tf.cast(classifier(images, training=False), tf.float32),
+                       lambda: tf.zeros([0, classes], tf.float32))
+
+    archive = keras.export.ExportArchive()
+    archive.track(classifier)
+    archive.add_endpoint("serve", serve)
+    archive.write_out(str(path), verbose=False)
+
+
 def save_outputs(result, config, splits, workdir) -> dict:
     """Writes the models, `policy.json` and the figures; returns their relative paths.
 
@@ -271,7 +305,7 @@ def save_outputs(result, config, splits, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     outputs = {"saved_model": "saved_model", "classifier": "classifier.keras"}
     with atomic_path(workdir / "saved_model") as tmp:
-        result.classifier.export(str(tmp), verbose=False)
+        export_classifier(result.classifier, tmp)
     with atomic_path(workdir / "classifier.keras") as tmp:
         result.classifier.save(tmp)
     if result.model is not result.classifier:
