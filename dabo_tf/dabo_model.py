@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from dabo_tf import bilevel, distribute, keras_compat
+from dabo_tf import bilevel, data, distribute, keras_compat
 from dabo_tf.augment.base import Augmenter
 from dabo_tf.batchnorm import exact_batchnorm_moments, use_exact_batchnorm_moments
 from dabo_tf.precision import cast_floats, compute_dtype
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
+
+
+def _is_paired(structure) -> bool:
+    """Whether `structure` (a batch or an element spec) is `((x, y), (x_val, y_val))`."""
+    return (isinstance(structure, (tuple, list)) and len(structure) == 2
+            and all(isinstance(part, (tuple, list)) and len(part) >= 2 for part in structure))
+
+
+def _describe(x) -> str:
+    if isinstance(x, tf.data.Dataset):
+        return f"a dataset of {x.element_spec}"
+    return type(x).__name__
 
 
 @_register
@@ -188,6 +201,66 @@ class DaboModel(keras.Model):
             super().make_train_function(force=True)
         return self.train_function
 
+    def fit(self, x=None, y=None, *, hypergradient_data=None, hypergradient_split=None,
+            **kwargs):
+        """Keras' `fit`, given the second stream DABO learns the augmenter from.
+
+        DABO trains on pairs of batches `((x, y), (x_val, y_val))`: the augmenter learns from
+        the validation batches (the look-ahead loss), never from `validation_data`, which
+        stays Keras' per-epoch evaluation. Give the validation images one of three ways:
+
+        - `fit(train_ds, hypergradient_data=val_ds)`: `tf.data` datasets of `(images,
+          labels)` batches (`hypergradient_data` is repeated as needed);
+        - `fit(x, y, hypergradient_split=0.2, batch_size=32)`: numpy arrays, a stratified
+          fraction held out for the augmenter (`hypergradient_data=(x_val, y_val)` passes
+          arrays of your own);
+        - `fit(dabo_tf.data.with_validation_stream(train_ds, val_ds))`: already paired.
+
+        Anything else raises a `ValueError` that names these calls.
+        """
+        arrays = x is not None and not isinstance(x, tf.data.Dataset)
+        if hypergradient_split is not None:
+            if not arrays or y is None or hypergradient_data is not None:
+                raise ValueError("hypergradient_split holds out part of numpy arrays x, y: "
+                                 "call fit(x, y, hypergradient_split=0.2). "
+                                 f"Received: x={type(x).__name__}, "
+                                 f"hypergradient_data={type(hypergradient_data).__name__}")
+            from sklearn.model_selection import train_test_split
+
+            x, x_val, y, y_val = train_test_split(
+                np.asarray(x), np.asarray(y), test_size=hypergradient_split,
+                stratify=np.asarray(y), random_state=0)
+            hypergradient_data = (x_val, y_val)
+        if hypergradient_data is not None:
+            batch_size = kwargs.pop("batch_size", None) or 32
+            if arrays:
+                if kwargs.get("validation_split"):
+                    raise ValueError("validation_split cannot be combined with "
+                                     "hypergradient data: pass validation_data=(x, y). "
+                                     f"Received: validation_split={kwargs['validation_split']}")
+                x = self._batches(x, y, batch_size, kwargs.pop("shuffle", True))
+                y = None
+            if not isinstance(hypergradient_data, tf.data.Dataset):
+                hypergradient_data = self._batches(*hypergradient_data, batch_size, True)
+            x = data.with_validation_stream(x, hypergradient_data)
+        elif not (isinstance(x, tf.data.Dataset) and _is_paired(x.element_spec)):
+            raise ValueError(
+                "DaboModel learns its augmenter from a validation stream besides the training "
+                "data. Call fit(train_ds, hypergradient_data=val_ds), fit(x, y, "
+                "hypergradient_split=0.2), or fit(dabo_tf.data.with_validation_stream("
+                "train_ds, val_ds)); validation_data stays Keras' evaluation. "
+                f"Received: x={_describe(x)}")
+        return super().fit(x, y, **kwargs)
+
+    @staticmethod
+    def _batches(x, y, batch_size, shuffle):
+        x = np.asarray(x, np.float32) if np.asarray(x).dtype != np.uint8 else \
+            np.asarray(x, np.float32) / 255.0
+        ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(y, np.int32)))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=0, reshuffle_each_iteration=True)
+        return ds.batch(batch_size, drop_remainder=True)
+
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)
 
@@ -363,6 +436,9 @@ class DaboModel(keras.Model):
     def train_step(self, data):
         if len(data) == 3 and data[1] is None and data[2] is None:  # from train_on_batch
             data = data[0]
+        if not _is_paired(data):
+            raise ValueError("DaboModel.train_step takes ((x, y), (x_val, y_val)): see "
+                             f"DaboModel.fit. Received: {_describe(data)}")
         (x, y), (x_val, y_val) = data
         every = self.augmenter_update_every
         if every > 1 and distribute.replica_all_reduce_sum() is not None:

@@ -453,3 +453,29 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     assert max(np.abs(np.array(a)).max() for a in single["augmenter"]) > 1e-3
     for a, b in zip(mirrored["classifier"], single["classifier"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_takes_what_keras_users_pass_and_names_the_right_call():
+    x, y = batch(48, seed=3)
+    xv, yv = batch(16, seed=4)
+    model = dabo_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, metrics=["accuracy"],
+                  augmenter_optimizer=keras.optimizers.Adam(0.01))
+    history = model.fit(x, y, hypergradient_split=0.25, batch_size=8, epochs=1, verbose=0)
+    assert len(history.history["loss"]) == 1
+    assert int(model.augmenter_optimizer.iterations) == 36 // 8  # 12 of 48 held out
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8, drop_remainder=True)
+    val = tf.data.Dataset.from_tensor_slices((xv, yv)).batch(8, drop_remainder=True)
+    history = model.fit(train, hypergradient_data=val, validation_data=val, epochs=1,
+                        verbose=0)
+    assert "val_accuracy" in history.history  # Keras' evaluation, besides the augmenter's
+    assert int(model.augmenter_optimizer.iterations) == 36 // 8 + 48 // 8
+    model.fit(x, y, hypergradient_data=(xv, yv), batch_size=8, epochs=1, verbose=0)
+    for args, kwargs in (((train,), {}), ((x, y), {"validation_split": 0.2}),
+                         ((x, y), {}), ((train,), {"validation_data": val})):
+        with pytest.raises(ValueError, match=r"hypergradient_data=val_ds.*Received: x="):
+            model.fit(*args, epochs=1, verbose=0, **kwargs)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        model.fit(x, y, hypergradient_split=0.25, validation_split=0.1, verbose=0)
+    with pytest.raises(ValueError, match=r"takes \(\(x, y\), \(x_val, y_val\)\)"):
+        model.train_step((tf.constant(x[:8]), tf.constant(y[:8])))

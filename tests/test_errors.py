@@ -9,6 +9,7 @@ one (`finished`, copied per test).
 import errno
 import json
 import os
+import pathlib
 import shutil
 
 import numpy as np
@@ -261,8 +262,8 @@ def test_the_saved_model_checks_its_input_and_serves_an_empty_batch(finished_run
         with pytest.raises(tf.errors.InvalidArgumentError,
                            match=r"serve expects float32 images of shape \[N, 16, 16, 1\]"):
             served.serve(tf.zeros(shape))
-    assert served.serve(tf.zeros((0, 16, 16, 1))).shape == (0, 10)
-    assert served.serve(tf.zeros((3, 16, 16, 1))).shape == (3, 10)
+    assert served.serve(tf.zeros((0, 16, 16, 1)))["logits"].shape == (0, 10)
+    assert served.serve(tf.zeros((3, 16, 16, 1)))["probabilities"].shape == (3, 10)
 
 
 def test_profiler_and_start_up_lines_stay_off_the_console(tmp_path):
@@ -276,3 +277,45 @@ def test_profiler_and_start_up_lines_stay_off_the_console(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "", proc.stderr  # no I0000 / W0000 / absl lines
     assert list((tmp_path / "run" / "logs").rglob("*.xplane.pb"))  # the trace is recorded
+
+
+SERVE_SCRIPT = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+assert not any(m.startswith("dabo_tf") for m in sys.modules)
+served = tf.saved_model.load(sys.argv[1])
+images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1)).astype(np.uint8)
+as_float = served.signatures["serving_default"](images=tf.constant(images / 255, tf.float32))
+as_uint8 = served.signatures["serve_uint8"](images=tf.constant(images))
+print(json.dumps({
+    "signatures": sorted(served.signatures),
+    "keys": sorted(as_float), "same": bool(np.allclose(as_float["logits"], as_uint8["logits"],
+                                                        atol=1e-5)),
+    "rows": [float(r) for r in tf.reduce_sum(as_float["probabilities"], -1).numpy()],
+    "names": [n.decode() for n in as_uint8["class_name"].numpy()],
+    "ids": as_uint8["class_id"].numpy().tolist(),
+    "no_dabo_tf": not any(m.startswith("dabo_tf") for m in sys.modules)}))
+"""
+
+
+def test_the_saved_model_serves_in_a_process_without_dabo_tf(finished_run):
+    import subprocess
+    import sys
+
+    path = str(finished_run / "saved_model")
+    proc = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, path], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["signatures"] == ["serve", "serve_uint8", "serving_default"]
+    assert out["keys"] == ["class_id", "class_name", "logits", "probabilities"]
+    assert out["same"] and out["no_dabo_tf"] and np.allclose(out["rows"], 1.0, atol=1e-5)
+    assert out["names"] == [str(i) for i in out["ids"]]  # digits' classes are "0".."9"
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    assert metrics["class_names"] == [str(i) for i in range(10)]
+    cli = subprocess.run([str(pathlib.Path(sys.executable).with_name("saved_model_cli")),
+                          "show", "--dir", path, "--tag_set", "serve",
+                          "--signature_def", "serving_default"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and "class_name" in cli.stdout and "probabilities" in cli.stdout

@@ -232,9 +232,11 @@ def test_hand_run_saved_model_matches_in_memory_classifier(tmp_path):
     x = data.load("digits", image_size=16).x_test[:20].astype(np.float32) / 255.0
     expected = classifier(x, training=False).numpy()
     exported = tf.saved_model.load(str(tmp_path / "run" / "saved_model"))
-    np.testing.assert_allclose(exported.serve(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    served = exported.serve(x)
+    np.testing.assert_allclose(served["logits"].numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(served["class_id"].numpy(), expected.argmax(-1))
     signature = exported.signatures["serving_default"]
-    np.testing.assert_allclose(list(signature(tf.constant(x)).values())[0].numpy(), expected,
+    np.testing.assert_allclose(signature(images=tf.constant(x))["logits"].numpy(), expected,
                                rtol=1e-5, atol=1e-5)
     reloaded = keras.saving.load_model(tmp_path / "run" / "classifier.keras")
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-5)

@@ -157,6 +157,16 @@ def format_policy(policy: Mapping[str, Mapping]) -> list:
     return lines
 
 
+_TITLES = {"dabo": "DABO run", "none": "Baseline run", "hand": "Baseline run",
+           "randaugment": "Baseline run", "trivialaugment": "Baseline run",
+           "frozen": "Frozen-policy run", "tuner": "Keras Tuner search"}
+
+
+def _class_list(names, limit=12) -> str:
+    shown = ", ".join(map(str, names[:limit]))
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
 def format_summary(metrics: Mapping, policy: Optional[Mapping], workdir) -> str:
     """The one-screen end-of-run summary printed by `run.py`."""
     config = metrics.get("config", {})
@@ -165,11 +175,13 @@ def format_summary(metrics: Mapping, policy: Optional[Mapping], workdir) -> str:
     val = metrics.get("best_val_accuracy")
     lines = [
         "=" * 72,
-        f"DABO run finished: mode={metrics.get('mode')}  dataset={metrics.get('dataset')}  "
+        f"{_TITLES.get(metrics.get('mode'), 'Run')} finished: mode={metrics.get('mode')}  "
+        f"dataset={metrics.get('dataset')}  "
         f"model={config.get('model')}",
         f"data        {sizes.get('train')} train / {sizes.get('val')} val / "
         f"{sizes.get('test')} test, images {'x'.join(map(str, metrics.get('image_shape', [])))},"
         f" {metrics.get('num_classes')} classes",
+        "classes     " + _class_list(metrics.get("class_names") or []),
         f"training    {metrics.get('epochs')} epochs x {metrics.get('steps_per_epoch')} steps, "
         f"batch {config.get('batch_size')}, lr {config.get('lr')} ({config.get('lr_schedule')})"
         f", jit_compile={config.get('jit_compile')}",

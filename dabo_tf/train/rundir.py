@@ -3,8 +3,9 @@
 What a run leaves in `workdir`:
 
 * `config.json`: the resolved `Config` (written first; `run.py --resume` reads it back).
-* `saved_model/`: a TF SavedModel (endpoint `serve`, signature `serving_default`, see
-  `export_classifier`): float32 `[N, H, W, C]` images in `[0, 1]` -> logits.
+* `saved_model/`: a TF SavedModel loadable without dabo-tf (`export_classifier`): endpoints
+  and signatures `serve` (= `serving_default`, float32 images in `[0, 1]`) and `serve_uint8`
+  (uint8 in `[0, 255]`), returning `logits`, `probabilities`, `class_id`, `class_name`.
 * `classifier.keras`: the trained classifier; mode dabo also saves `dabo.keras`, the whole
   `DaboModel` (load either with `dabo_tf.load_model(path)`, which registers dabo-tf's layers).
 * `policy.json`: the augmentation in human units (`augmenter.policy()`, the hand policy, or
@@ -259,37 +260,56 @@ def worker_workdir(strategy: tf.distribute.Strategy, workdir) -> pathlib.Path:
     return workdir.with_name(f"{workdir.name}.{task_type}-{task_id}")
 
 
-def export_classifier(classifier, path) -> None:
-    """Exports `classifier` as a SavedModel whose `serve` endpoint checks its input.
+def export_classifier(classifier, path, class_names=None) -> None:
+    """Exports `classifier` as a SavedModel for serving, loadable without dabo-tf.
 
-    Endpoint `serve` and signature `serving_default`: float32 `[N, H, W, C]` images in
-    `[0, 1]` -> logits. Any other shape fails with a message naming the expected one (not
-    TensorFlow's signature-binding error), and an empty batch gives `[0, classes]` logits.
+    Endpoints (signatures of the same names; `serving_default` is `serve`):
+
+    - `serve(images)`: float32 `[N, H, W, C]` images in `[0, 1]`;
+    - `serve_uint8(images)`: uint8 `[N, H, W, C]` images in `[0, 255]`.
+
+    Both return `logits`, `probabilities` (softmax), `class_id` (int64) and `class_name`
+    (string, from `class_names`; the class id as text without them). Any other shape fails
+    with a message naming the expected one (not TensorFlow's signature-binding error), and an
+    empty batch gives empty outputs.
     """
     import keras
 
     height, width, channels = (int(d) for d in classifier.input_shape[1:])
     classes = int(classifier.output_shape[-1])
+    names = tf.constant([str(c) for c in (class_names or range(classes))])
     expected = tf.constant([height, width, channels])
-    message = (f"serve expects float32 images of shape [N, {height}, {width}, {channels}] "
-               "in [0, 1]; received shape:")
 
-    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="images")])
-    def serve(images):
+    def predict(images, dtype, scale):
         shape = tf.shape(images)
         padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # any rank: compare 4 dims
         ok = tf.logical_and(tf.equal(tf.size(shape), 4),
                             tf.reduce_all(tf.equal(padded[1:4], expected)))
-        check = tf.debugging.Assert(ok, [message, shape])
+        check = tf.debugging.Assert(ok, [f"serve expects {dtype} images of shape [N, {height}, "
+                                         f"{width}, {channels}] in [0, {scale}]; received "
+                                         "shape:", shape])
         with tf.control_dependencies([check]):
-            images = tf.reshape(images, [-1, height, width, channels])
-        return tf.cond(tf.shape(images)[0] > 0,
-                       lambda: tf.cast(classifier(images, training=False), tf.float32),
-                       lambda: tf.zeros([0, classes], tf.float32))
+            images = tf.reshape(tf.cast(images, tf.float32) / scale,
+                                [-1, height, width, channels])
+        logits = tf.cond(tf.shape(images)[0] > 0,
+                         lambda: tf.cast(classifier(images, training=False), tf.float32),
+                         lambda: tf.zeros([0, classes], tf.float32))
+        class_id = tf.argmax(logits, axis=-1)
+        return {"logits": logits, "probabilities": tf.nn.softmax(logits), "class_id": class_id,
+                "class_name": tf.gather(names, class_id)}
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32, name="images")])
+    def serve(images):
+        return predict(images, "float32", 1.0)
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
+    def serve_uint8(images):
+        return predict(images, "uint8", 255.0)
 
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint("serve", serve)
+    archive.add_endpoint("serve_uint8", serve_uint8)
     archive.write_out(str(path), verbose=False)
 
 
@@ -305,7 +325,7 @@ def save_outputs(result, config, splits, workdir) -> dict:
     workdir = pathlib.Path(workdir)
     outputs = {"saved_model": "saved_model", "classifier": "classifier.keras"}
     with atomic_path(workdir / "saved_model") as tmp:
-        export_classifier(result.classifier, tmp)
+        export_classifier(result.classifier, tmp, splits.class_names)
     with atomic_path(workdir / "classifier.keras") as tmp:
         result.classifier.save(tmp)
     if result.model is not result.classifier:

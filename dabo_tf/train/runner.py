@@ -130,6 +130,7 @@ def train_and_evaluate(config: Config, workdir, *, resume: bool = False,
         "data_sizes": splits.sizes,
         "image_shape": list(splits.image_shape),
         "num_classes": splits.num_classes,
+        "class_names": list(splits.class_names),
         "classifier_params": int(result.classifier.count_params()),
         "num_replicas": int(strategy.num_replicas_in_sync),
         "devices": [d.name for d in tf.config.list_logical_devices()
