@@ -11,9 +11,10 @@ The package is laid out by concept (see the README's "The library"):
 - `dabo_tf.config` (the one configuration), `dabo_tf.cli` (the `dabo-tf` command),
   `dabo_tf.presets`, `dabo_tf.data`, `dabo_tf.models`, `dabo_tf.flops`.
 
-`import dabo_tf` is light (the command line answers before TensorFlow loads): the names
-below load their modules on first use. Load a saved model with `dabo_tf.load_model(path)`,
-which registers dabo-tf's layers with Keras first.
+`import dabo_tf` is light when Keras is not loaded yet (the command line answers before
+TensorFlow loads): the names below load their modules on first use. Load a saved model with
+`dabo_tf.load_model(path)`, which registers dabo-tf's layers with Keras first (after
+`import keras` they are registered by `import dabo_tf` itself).
 """
 
 import importlib
@@ -54,6 +55,16 @@ def load_model(path, **kwargs):
     return keras.saving.load_model(path, **kwargs)
 
 
+def _register_if_keras_is_loaded():
+    """With Keras imported already, registering dabo-tf's layers costs little: do it, so that
+    `keras.saving.load_model` finds them after `import keras, dabo_tf`."""
+    import sys
+
+    if "keras" in sys.modules:
+        importlib.import_module("dabo_tf.augment")
+        importlib.import_module("dabo_tf.dabo_model")
+
+
 def __getattr__(name):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -65,3 +76,6 @@ def __getattr__(name):
         raise AttributeError(f"module 'dabo_tf' has no attribute {name!r}")
     globals()[name] = value
     return value
+
+
+_register_if_keras_is_loaded()

@@ -88,7 +88,7 @@ def check_run_dir(workdir, mode):
 
     model = tf.saved_model.load(str(workdir / "saved_model"))
     x = np.random.default_rng(0).random((5, 16, 16, 1)).astype(np.float32)
-    logits = model.serve(x).numpy()
+    logits = model.serve(x)["logits"].numpy()
     assert logits.shape == (5, 10) and np.all(np.isfinite(logits))
     assert (workdir / "classifier.keras").is_file()
     assert (workdir / "dabo.keras").is_file() == (mode == "dabo")

@@ -125,3 +125,25 @@ def test_config_is_a_plain_dataclass_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_saved_models_load_after_import_keras_then_dabo_tf(tmp_path):
+    code = ("import keras, sys; import dabo_tf; "
+            "m = keras.saving.load_model(sys.argv[1]); print(type(m).__name__)")
+    from dabo_tf import augment
+
+    model = keras_model_with_augmenter(augment)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().endswith("Functional"), out.stderr
+
+
+def keras_model_with_augmenter(augment):
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    front = augment.policy_to_layers(augment.policy_from_factors(rotate=10), seed=0)
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(front(inputs)))
+    return keras.Model(inputs, outputs)

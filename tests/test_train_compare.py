@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from dabo_tf.config import config_from_dict
+from dabo_tf.config import ConfigError, config_from_dict
 from dabo_tf.presets import get_config
 from dabo_tf.train import compare
 
@@ -36,6 +36,18 @@ def test_tiny_comparison_runs_every_method(tmp_path):
     frozen = json.loads((tmp_path / "frozen-seed0" / "policy.json").read_text())
     learned = json.loads((tmp_path / "dabo-seed0" / "policy.json").read_text())
     assert frozen == learned
+    # The tuner run's search reloads from its folder alone.
+    from dabo_tf.train import search
+
+    tuner = search.load_search(tmp_path / "tuner-seed0")
+    tuned = json.loads((tmp_path / "tuner-seed0" / "metrics.json").read_text())
+    done = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+    assert len(done) == config.trials == tuned["trials"]
+    best = search.best_completed_trial(tuner.oracle).hyperparameters.values
+    assert {k: v for k, v in best.items() if not k.startswith("tuner/")} \
+        == tuned["best_hyperparameters"]
+    with pytest.raises(ConfigError, match="holds no Keras Tuner search"):
+        search.load_search(tmp_path / "dabo-seed0")
     # Finished runs are reused: a second call trains nothing and gives the same table.
     again = compare.run_comparison(config, tmp_path)
     assert [r["test_accuracy_mean"] for r in again] == [r["test_accuracy_mean"] for r in rows]

@@ -40,6 +40,7 @@ worker's `run_search` returns `{"role": "worker", ...}` once the search ends.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import time
 
@@ -273,3 +274,28 @@ def run_search(config, splits, workdir, *, tuner=None, trials=None, overwrite=Fa
     result["images_processed"] = int(epochs * len(splits.y_train))
     result["wall_time_s"] = time.perf_counter() - start
     return result
+
+
+def load_search(run_dir):
+    """The Keras Tuner of a `tuner` run (finished or not), its trials reloaded from disk.
+
+    Rebuilds the `AugmentationHyperModel` from the run's `config.json` and data, so that
+    `tuner.oracle.trials`, `tuner.get_best_hyperparameters()` and `tuner.results_summary()`
+    work as after the search; `hypermodel.policy(hp)` gives a trial's policy.
+
+    Raises:
+        ConfigError: `run_dir` holds no Keras Tuner search.
+    """
+    import pathlib
+
+    from dabo_tf.config import ConfigError, config_from_dict
+    from dabo_tf.train.loop import load_data
+
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / "config.json").is_file() or not (run_dir / "tuner").is_dir():
+        raise ConfigError(f"{str(run_dir)!r} holds no Keras Tuner search (config.json and "
+                          f"tuner/ of a --mode=tuner run). Received: run_dir={str(run_dir)!r}")
+    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    hypermodel = AugmentationHyperModel(config, load_data(config))
+    return _make_tuner(config.tuner, hypermodel, config, run_dir, config.trials,
+                       overwrite=False, hyperband_factor=3)
