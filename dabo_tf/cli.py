@@ -97,8 +97,6 @@ flags.DEFINE_bool("resume", False, "Continue the interrupted run in --output_dir
 flags.DEFINE_bool("overwrite", False, "Delete the run already in --output_dir and start over.")
 define_config_flags()
 
-_RUN_FLAGS = ("experiment", "output_dir", "resume", "overwrite")
-
 
 class UserError(Exception):
     """Bad input from the command line; reported as one message, without a traceback."""
@@ -119,10 +117,6 @@ def _flag_value(name):
     if value == _NONE and meta["choices"] is not None and None in meta["choices"]:
         return None
     return value
-
-
-def _config_fields():
-    return list(_FIELDS)
 
 
 def resolve_config():
@@ -155,13 +149,13 @@ def resolve_config():
             values = presets.get_config(experiment)
         except ValueError as e:
             raise UserError(str(e)) from None
-    for name in _config_fields():
+    for name in _FIELDS:
         if FLAGS[name].present and not (name == "dataset" and from_dataset):
             values[name] = _flag_value(name)
     if "verbose" not in values or values["verbose"] is None:
         values["verbose"] = 1 if sys.stdout.isatty() else 2
     if FLAGS.resume and saved.is_file():
-        missing = sorted(set(_config_fields()) - set(values))
+        missing = sorted(set(_FIELDS) - set(values))
         if missing:  # an older dabo-tf wrote it: today's defaults may not be its settings
             raise UserError(f"{saved} has no value for {', '.join(missing)} (written by an "
                             "older dabo-tf), so resuming could silently change how the run "

@@ -238,10 +238,12 @@ class DaboModel(keras.Model):
                     raise ValueError("validation_split cannot be combined with "
                                      "hypergradient data: pass validation_data=(x, y). "
                                      f"Received: validation_split={kwargs['validation_split']}")
-                x = self._batches(x, y, batch_size, kwargs.pop("shuffle", True))
+                x = data.make_pipeline(x, y, batch_size, training=kwargs.pop("shuffle", True),
+                                       drop_remainder=True)
                 y = None
             if not isinstance(hypergradient_data, tf.data.Dataset):
-                hypergradient_data = self._batches(*hypergradient_data, batch_size, True)
+                hypergradient_data = data.make_pipeline(*hypergradient_data, batch_size,
+                                                        training=True)
             x = data.with_validation_stream(x, hypergradient_data)
         elif not (isinstance(x, tf.data.Dataset) and _is_paired(x.element_spec)):
             raise ValueError(
@@ -251,15 +253,6 @@ class DaboModel(keras.Model):
                 "train_ds, val_ds)); validation_data stays Keras' evaluation. "
                 f"Received: x={_describe(x)}")
         return super().fit(x, y, **kwargs)
-
-    @staticmethod
-    def _batches(x, y, batch_size, shuffle):
-        x = np.asarray(x, np.float32) if np.asarray(x).dtype != np.uint8 else \
-            np.asarray(x, np.float32) / 255.0
-        ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(y, np.int32)))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=0, reshuffle_each_iteration=True)
-        return ds.batch(batch_size, drop_remainder=True)
 
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)

@@ -44,7 +44,6 @@ def as_float32(images):
     return tf.cast(images, tf.float32) if images.dtype not in (tf.float32, tf.float64) else images
 
 
-
 class AugmentationLayer(keras.layers.Layer):
     """Base of dabo-tf's augmentation layers: a seeded sampler and a differentiable applier.
 

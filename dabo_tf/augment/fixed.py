@@ -35,11 +35,6 @@ class _FixedRanges(AugmentationLayer):
         self.ranges = {op: (float(lo), float(hi)) for op, (lo, hi) in ranges.items()}
         self.ops = tuple(op for op in self.KNOWN_OPS if op in self.ranges)
 
-    def call(self, images, training=None, transformation=None):
-        if not self.ops:
-            return images
-        return super().call(images, training=training, transformation=transformation)
-
     def get_random_transformation(self, images):
         """`{"uniform": [N, n_ops]}` in [0, 1) from the layer's `SeedGenerator`."""
         return {"uniform": self.uniform_noise((tf.shape(images)[0], len(self.ops)), 0.0, 1.0)}
@@ -211,11 +206,6 @@ class FixedCutout(AugmentationLayer):
                              f"Received: ranges={ranges}")
         self.ranges = {op: tuple(float(v) for v in r) for op, r in ranges.items()}
 
-    def call(self, images, training=None, transformation=None):
-        if not self.ranges:
-            return images
-        return super().call(images, training=training, transformation=transformation)
-
     def get_random_transformation(self, images):
         return {"uniform": self.uniform_noise((tf.shape(images)[0], 4), 0.0, 1.0)}
 
@@ -276,9 +266,6 @@ class FrozenPolicy(Augmenter):
 
     def policy(self):
         return {op: dict(entry) for op, entry in self.frozen_policy.items()}
-
-    def policy_scalars(self):
-        return {}
 
     def get_config(self):
         config = AugmentationLayer.get_config(self)

@@ -31,6 +31,9 @@ class Op:
         max_magnitude: largest half-width a learned distribution may reach (internal units;
             a cap keeps a runaway hypergradient from producing meaningless images), or None
             where no distribution learns it.
+        limit: largest magnitude a policy value may have (human units): a generous bound
+            that only catches values no augmentation can mean (a rotation of 1e308 degrees,
+            a flip probability of 2).
     """
 
     kind: str
@@ -39,6 +42,7 @@ class Op:
     warp_arg: Optional[str] = None
     to_human: Optional[float] = 1.0
     max_magnitude: Optional[float] = None
+    limit: float = 10.0
 
 
 FLIP_UNIT = "probability of a horizontal flip"
@@ -46,22 +50,22 @@ VFLIP_UNIT = "probability of a vertical flip"
 CUTOUT_UNIT = "side of the erased square, fraction of the image size"
 
 OPS = {
-    "rotate": Op("geometric", "degrees", 0.0, "rotation", 180.0 / math.pi, math.pi),
+    "rotate": Op("geometric", "degrees", 0.0, "rotation", 180.0 / math.pi, math.pi, 360.0),
     "shear": Op("geometric", "shear factor (x += s * y)", 0.0, "shear", 1.0, 1.0),
     "scale_x": Op("geometric", "scale factor", 1.0, "log_scale_x", None, math.log(2.0)),
     "scale_y": Op("geometric", "scale factor", 1.0, "log_scale_y", None, math.log(2.0)),
-    "translate_x": Op("geometric", "fraction of width", 0.0, "translate_x", 1.0, 0.5),
-    "translate_y": Op("geometric", "fraction of height", 0.0, "translate_y", 1.0, 0.5),
+    "translate_x": Op("geometric", "fraction of width", 0.0, "translate_x", 1.0, 0.5, 2.0),
+    "translate_y": Op("geometric", "fraction of height", 0.0, "translate_y", 1.0, 0.5, 2.0),
     "perspective_x": Op("geometric", "projective term x size", 0.0, "perspective_x", 1.0, 1.0),
     "perspective_y": Op("geometric", "projective term x size", 0.0, "perspective_y", 1.0, 1.0),
-    "flip": Op("geometric", FLIP_UNIT),
-    "vflip": Op("geometric", VFLIP_UNIT),
+    "flip": Op("geometric", FLIP_UNIT, limit=1.0),
+    "vflip": Op("geometric", VFLIP_UNIT, limit=1.0),
     "brightness": Op("color", "additive delta in [0, 1] pixel units", 0.0, None, 1.0, 0.5),
     "brightness_factor": Op("color", "brightness factor", 1.0),
     "intensity_shift": Op("color", "additive delta"),
     "contrast": Op("color", "contrast factor", 1.0, None, None, 0.9),
     "saturation": Op("color", "saturation factor", 1.0, None, None, 1.0),
-    "cutout": Op("erasing", CUTOUT_UNIT),
+    "cutout": Op("erasing", CUTOUT_UNIT, limit=1.0),
 }
 """Every op by name. Learned limits: +-180 degrees, shear +-1, scale x0.5-x2, shifts of half
 the size, brightness +-0.5, contrast and saturation factors from 0.1 and 0 up."""

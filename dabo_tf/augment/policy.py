@@ -89,7 +89,7 @@ def split_policy(policy: dict):
 
     Raises:
         ValueError: an op is unknown, its entry has no `low`/`high`, or a value is not a
-            finite number within the op's `LIMITS`.
+            finite number within the op's `OPS[op].limit`.
     """
     geometric, color, erasing = {}, {}, {}
     for op, entry in policy.items():
@@ -108,9 +108,9 @@ def split_policy(policy: dict):
             raise ValueError(f"Unknown policy op. Expected one of {KNOWN_OPS}. "
                              f"Received: op={op!r}")
         if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi
-                and max(abs(lo), abs(hi)) <= LIMITS[op]):
+                and max(abs(lo), abs(hi)) <= OPS[op].limit):
             raise ValueError(f"Policy op {name!r} needs finite low <= high within "
-                             f"+-{LIMITS[op]}. Received: policy[{name!r}]={entry!r}")
+                             f"+-{OPS[op].limit}. Received: policy[{name!r}]={entry!r}")
         if OPS[op].kind == "erasing":
             p = float(entry.get("probability", 1.0))
             if not 0.0 <= p <= 1.0:
@@ -156,13 +156,6 @@ def load_policy(path) -> dict:
     split_policy(policy)
     return policy
 
-
-LIMITS = {"rotate": 360.0, "shear": 10.0, "scale_x": 10.0, "scale_y": 10.0,
-          "translate_x": 2.0, "translate_y": 2.0, "perspective_x": 10.0, "perspective_y": 10.0,
-          "flip": 1.0, "vflip": 1.0, "brightness": 10.0, "brightness_factor": 10.0,
-          "intensity_shift": 10.0, "contrast": 10.0, "saturation": 10.0, "cutout": 1.0}
-"""Largest magnitude a policy value may have (human units): generous bounds that only catch
-values no augmentation can mean (a rotation of 1e308 degrees, a flip probability of 2)."""
 
 
 def policy_to_layers(policy: dict, *, seed=None, fill_mode: str = "reflect",

@@ -20,7 +20,8 @@ from dabo_tf.train.loop import (
     steps_per_epoch,
     train_pipeline,
 )
-from dabo_tf.train.modes import RUNNERS, augmentation_front_end
+from dabo_tf.train.modes import RUNNERS
+from dabo_tf.train.recipe import augmentation_front_end
 from dabo_tf.train.runner import get_runner, run, train_and_evaluate
 
 __all__ = ["RUNNERS", "Config", "ConfigError", "RunResult", "augmentation_front_end",

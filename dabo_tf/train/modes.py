@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import pathlib
 
-import keras
 import tensorflow as tf
 
 from dabo_tf import data, seeds
 from dabo_tf.augment.base import as_augment_fn
 from dabo_tf.augment.hand import build_hand_augmentation, hand_policy
-from dabo_tf.augment.policy import load_policy, policy_to_layers
-from dabo_tf.augment.trivial_augment import TrivialAugment, randaugment_layer
+from dabo_tf.augment.policy import load_policy
 from dabo_tf.config import ConfigError
 from dabo_tf.dabo_model import DaboModel
 from dabo_tf.train.loop import (
@@ -41,7 +39,12 @@ from dabo_tf.train.loop import (
     to_int,
     train_pipeline,
 )
-from dabo_tf.train.recipe import build_learned_augmenter, compile_model, make_augmenter_optimizer
+from dabo_tf.train.recipe import (
+    augmentation_front_end,
+    build_learned_augmenter,
+    compile_model,
+    make_augmenter_optimizer,
+)
 from dabo_tf.train.search import run_search
 
 RUNNERS: dict = {}
@@ -57,11 +60,16 @@ def _mode(name: str):
     return register
 
 
+def _train_with(layer, config, splits, workdir, callbacks, policy):
+    classifier, history, metrics = fit_classifier(config, splits, layer, workdir, callbacks)
+    return RunResult(classifier, classifier, history, metrics, policy=policy,
+                     augment_fn=as_augment_fn(layer))
+
+
 @_mode("none")
 def run_none(config, splits, workdir, callbacks) -> RunResult:
     """The classifier trained on un-augmented data."""
-    classifier, history, metrics = fit_classifier(config, splits, None, workdir, callbacks)
-    return RunResult(classifier, classifier, history, metrics, policy={})
+    return _train_with(None, config, splits, workdir, callbacks, {})
 
 
 @_mode("hand")
@@ -69,10 +77,8 @@ def run_hand(config, splits, workdir, callbacks) -> RunResult:
     """The classifier trained with the hand policy `config.hand_policy` (fixed strengths)."""
     layers = build_hand_augmentation(config.hand_policy, config.image_size,
                                      seeds.stream(config.seed, seeds.HAND_POLICY))
-    classifier, history, metrics = fit_classifier(config, splits, layers, workdir, callbacks)
-    return RunResult(classifier, classifier, history, metrics,
-                     policy=hand_policy(config.hand_policy, config.image_size),
-                     augment_fn=as_augment_fn(layers))
+    return _train_with(layers, config, splits, workdir, callbacks,
+                       hand_policy(config.hand_policy, config.image_size))
 
 
 @_mode("dabo")
@@ -120,12 +126,6 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
     metrics["augmenter_params"] = int(augmenter.count_params())
     return RunResult(model, classifier, history, metrics, policy=augmenter.policy(),
                      augment_fn=augment_fn)
-
-
-def _train_with(layer, config, splits, workdir, callbacks, policy):
-    classifier, history, metrics = fit_classifier(config, splits, layer, workdir, callbacks)
-    return RunResult(classifier, classifier, history, metrics, policy=policy,
-                     augment_fn=as_augment_fn(layer))
 
 
 @_mode("randaugment")
@@ -193,49 +193,3 @@ def run_tuner(config, splits, workdir, callbacks) -> RunResult:
                              "accuracy); the retrained model is reported at its last epoch",
         images_processed=search["images_processed"] + retrain_images)
     return result
-
-
-FRONT_ENDS = ("none", "trivialaugment", "randaugment", "policy")
-
-
-def augmentation_front_end(kind, config, image_shape, *, policy=None) -> keras.layers.Layer:
-    """The augmentation layer of a zero-search baseline or a frozen policy, built.
-
-    Args:
-        kind: `"none"`, `"trivialaugment"`, `"randaugment"` (`config.randaugment_num_ops`,
-            `config.randaugment_factor`) or `"policy"` (a frozen DABO or tuner policy). A
-            policy dict or a path to a policy JSON may be passed as `kind` directly.
-        config: a `dabo_tf.config.Config` (uses `seed`, `fill_mode` and the RandAugment
-            fields).
-        image_shape: `(H, W, C)` of the images.
-        policy: for `kind="policy"`: a policy dict or a path to a JSON written by
-            `dabo_tf.augment.save_policy`.
-
-    Returns:
-        A built Keras layer to call on `[N, H, W, C]` images in [0, 1]; it augments only
-        when called with `training=True` (as in `fit`).
-    """
-    if not isinstance(kind, str) or kind.endswith(".json"):
-        kind, policy = "policy", kind
-    if kind == "none":
-        layer = keras.layers.Identity(name="no_augmentation")
-    elif kind == "trivialaugment":
-        layer = TrivialAugment(seed=seeds.stream(config.seed, seeds.FRONT_END),
-                               name="trivial_augment")
-    elif kind == "randaugment":
-        layer = randaugment_layer(config.randaugment_num_ops, config.randaugment_factor,
-                                  seed=seeds.stream(config.seed, seeds.FRONT_END),
-                                  name="rand_augment")
-    elif kind == "policy":
-        if policy is None:
-            raise ValueError("kind='policy' needs a policy dict or JSON path. Received: "
-                             "policy=None")
-        if not isinstance(policy, dict):
-            policy = load_policy(policy)
-        layer = policy_to_layers(policy, seed=seeds.stream(config.seed, seeds.FROZEN_POLICY),
-                                 fill_mode=config.fill_mode)
-    else:
-        raise ValueError(f"Unknown front end. Expected one of {FRONT_ENDS}. "
-                         f"Received: kind={kind!r}")
-    layer.build((None, *tuple(image_shape)))
-    return layer

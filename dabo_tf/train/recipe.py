@@ -1,7 +1,8 @@
 """The pieces of a training recipe built from a `Config`.
 
 The classifier's SGD optimiser and learning-rate schedule, the augmenter's optimiser, the
-learned augmenter, the XLA default, and `compile_model`, the one compile every mode uses.
+learned augmenter, the baselines' augmentation front ends (`augmentation_front_end`, also
+the tuner's trials'), the XLA default, and `compile_model`, the one compile every mode uses.
 `dabo_tf.train.loop` and `dabo_tf.train.modes` assemble them into a run.
 """
 
@@ -11,6 +12,8 @@ import keras
 import tensorflow as tf
 
 from dabo_tf import augment, seeds
+from dabo_tf.augment.policy import load_policy, policy_to_layers
+from dabo_tf.augment.trivial_augment import TrivialAugment, randaugment_layer
 from dabo_tf.config import Config
 
 
@@ -98,3 +101,49 @@ def build_learned_augmenter(config: Config, image_shape) -> augment.Augmenter:
                                    init_magnitude=config.augmenter_init_magnitude,
                                    magnitude_scale=config.augmenter_magnitude_scale,
                                    seed=seeds.stream(config.seed, seeds.LEARNED_AUGMENTER))
+
+
+FRONT_ENDS = ("none", "trivialaugment", "randaugment", "policy")
+
+
+def augmentation_front_end(kind, config, image_shape, *, policy=None) -> keras.layers.Layer:
+    """The augmentation layer of a zero-search baseline or a frozen policy, built.
+
+    Args:
+        kind: `"none"`, `"trivialaugment"`, `"randaugment"` (`config.randaugment_num_ops`,
+            `config.randaugment_factor`) or `"policy"` (a frozen DABO or tuner policy). A
+            policy dict or a path to a policy JSON may be passed as `kind` directly.
+        config: a `dabo_tf.config.Config` (uses `seed`, `fill_mode` and the RandAugment
+            fields).
+        image_shape: `(H, W, C)` of the images.
+        policy: for `kind="policy"`: a policy dict or a path to a JSON written by
+            `dabo_tf.augment.save_policy`.
+
+    Returns:
+        A built Keras layer to call on `[N, H, W, C]` images in [0, 1]; it augments only
+        when called with `training=True` (as in `fit`).
+    """
+    if not isinstance(kind, str) or kind.endswith(".json"):
+        kind, policy = "policy", kind
+    if kind == "none":
+        layer = keras.layers.Identity(name="no_augmentation")
+    elif kind == "trivialaugment":
+        layer = TrivialAugment(seed=seeds.stream(config.seed, seeds.FRONT_END),
+                               name="trivial_augment")
+    elif kind == "randaugment":
+        layer = randaugment_layer(config.randaugment_num_ops, config.randaugment_factor,
+                                  seed=seeds.stream(config.seed, seeds.FRONT_END),
+                                  name="rand_augment")
+    elif kind == "policy":
+        if policy is None:
+            raise ValueError("kind='policy' needs a policy dict or JSON path. Received: "
+                             "policy=None")
+        if not isinstance(policy, dict):
+            policy = load_policy(policy)
+        layer = policy_to_layers(policy, seed=seeds.stream(config.seed, seeds.FROZEN_POLICY),
+                                 fill_mode=config.fill_mode)
+    else:
+        raise ValueError(f"Unknown front end. Expected one of {FRONT_ENDS}. "
+                         f"Received: kind={kind!r}")
+    layer.build((None, *tuple(image_shape)))
+    return layer

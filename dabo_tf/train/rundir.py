@@ -46,9 +46,14 @@ MARKER = ".dabo-tf-run"
 """The file that marks a folder as a dabo-tf run."""
 
 
+def to_json(obj) -> str:
+    """Strict JSON text of `obj` (NaN and inf become null; numpy values, tuples, paths)."""
+    return json.dumps(_strict(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
+
+
 def write_json(path, obj):
-    """Writes strict JSON atomically (temporary file, then rename); NaN and inf become null."""
-    text = json.dumps(_strict(obj), indent=2, default=_json_default, allow_nan=False) + "\n"
+    """Writes `to_json(obj)` atomically (temporary file, then rename)."""
+    text = to_json(obj)
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
@@ -127,7 +132,8 @@ def check_workdir(workdir, *, resume=False, overwrite=False) -> None:
         raise ConfigError(f"Output path {str(workdir)!r} is a file, not a folder. Choose "
                           f"another output folder. {received}")
     _check_writable(workdir, received)
-    if workdir.is_dir() and any(workdir.iterdir()) and not is_run_folder(workdir):
+    occupied = workdir.is_dir() and any(workdir.iterdir())
+    if occupied and not is_run_folder(workdir):
         raise ConfigError(f"{str(workdir)!r} holds files that are not a dabo-tf run, so no "
                           "run is written there (nor, with --overwrite, deletes them). Choose "
                           f"a new or empty output folder. {received}")
@@ -135,7 +141,7 @@ def check_workdir(workdir, *, resume=False, overwrite=False) -> None:
         raise ConfigError(f"{str(workdir)!r} holds a finished run (metrics.json). Choose "
                           "another output folder, or pass overwrite (--overwrite) to replace "
                           f"it. Received: workdir={str(workdir)!r}")
-    if workdir.is_dir() and any(workdir.iterdir()) and not (resume or overwrite):
+    if occupied and not (resume or overwrite):
         raise ConfigError(f"{str(workdir)!r} holds an unfinished run. Pass resume "
                           "(--resume) to continue it, overwrite (--overwrite) to start "
                           f"over, or choose another output folder. "
@@ -181,7 +187,7 @@ def check_resume_config(workdir, config) -> None:
     except ValueError as e:
         raise ConfigError(f"Cannot read {path} ({e}); the run cannot be resumed. Start it "
                           "again with overwrite (--overwrite).") from None
-    current = json.loads(json.dumps(_strict(config.to_dict()), default=_json_default))
+    current = json.loads(to_json(config.to_dict()))  # as config.json holds it
     changed = [f.name for f in fields() if not f.metadata.get("resumable")
                and f.name in saved and saved[f.name] != current[f.name]]
     if changed:

@@ -49,11 +49,11 @@ import keras_tuner
 import tensorflow as tf
 
 from dabo_tf import data, seeds
-from dabo_tf.augment.policy import policy_from_factors, policy_to_layers
+from dabo_tf.augment.policy import policy_from_factors
 from dabo_tf.config import TUNERS
 from dabo_tf.keras_compat import release_traced_gradients
 from dabo_tf.train.loop import build_classifier
-from dabo_tf.train.recipe import compile_model
+from dabo_tf.train.recipe import augmentation_front_end, compile_model
 
 # factor -> (policy ops it drives, default maximum, step)
 FACTORS = {
@@ -130,8 +130,7 @@ class AugmentationHyperModel(keras_tuner.HyperModel):
         """Compiled classifier with `policy` as its training-only front end."""
         config, splits = self.config, self.splits
         classifier = build_classifier(config, splits)
-        front = policy_to_layers(policy, seed=seeds.stream(config.seed, seeds.FROZEN_POLICY),
-                                 fill_mode=config.fill_mode)
+        front = augmentation_front_end("policy", config, splits.image_shape, policy=policy)
         inputs = keras.Input(splits.image_shape, name="images")
         model = keras.Model(inputs, classifier(front(inputs)), name="augmented_classifier")
         return compile_model(model, config, self.steps_per_epoch)
