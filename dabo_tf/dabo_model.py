@@ -26,23 +26,57 @@ def _describe(x) -> str:
     return type(x).__name__
 
 
-@_register
-class Latest(keras.metrics.Metric):
-    """Metric holding the most recent value (for policy summaries, not averaged)."""
+_SINGLE_VALUED = {"flip": "probability", "vflip": "probability", "cutout": "size"}
+"""Ops whose policy is one value (`low == high`), and the name of that value."""
 
-    def __init__(self, name, dtype="float32"):
-        super().__init__(name=name, dtype=dtype)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value",
-                                       aggregation="mean")
 
-    def update_state(self, value):
-        self.value.assign(tf.cast(value, self.value.dtype))
+def policy_logs(augmenter) -> dict:
+    """The policy of `augmenter` as flat epoch logs, in human units.
 
-    def result(self):
-        return tf.convert_to_tensor(self.value)
+    An op sampled from a range gives `aug_<op>_low` and `aug_<op>_high` (so a learned shift
+    of the mean shows); a single value gives `aug_flip_probability`, `aug_cutout_size`...;
+    other numbers (a cutout's probability) give `aug_<op>_<key>`.
+    """
+    out = {}
+    for op, entry in augmenter.policy().items():
+        low, high = float(entry["low"]), float(entry["high"])
+        if op in _SINGLE_VALUED:
+            out[f"aug_{op}_{_SINGLE_VALUED[op]}"] = low
+        else:
+            out[f"aug_{op}_low"], out[f"aug_{op}_high"] = low, high
+        for key, value in entry.items():
+            if key not in ("low", "high", "mean", "std", "unit") and np.isscalar(value):
+                out[f"aug_{op}_{key}"] = float(value)
+    return out
 
-    def reset_state(self):
-        pass  # keep the last value across epochs
+
+class PolicyLogger(keras.callbacks.Callback):
+    """Adds the augmenter's policy (`policy_logs`) to the logs at the end of every epoch.
+
+    Computed once per epoch, outside the training step (not a metric updated every step),
+    and kept off the progress bar; `History`, `CSVLogger` and `TensorBoard` callbacks that
+    come after it in the list record it. `DaboModel.fit` puts one first.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(policy_logs(self.model.augmenter))
+
+
+class QuietProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar without `skipped_steps` while no step has been skipped."""
+
+    @staticmethod
+    def _shown(logs):
+        if not logs or logs.get("skipped_steps", 1.0) != 0.0:
+            return logs
+        return {k: v for k, v in logs.items() if k != "skipped_steps"}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._shown(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._shown(logs))
 
 
 @_register
@@ -111,7 +145,10 @@ class DaboModel(keras.Model):
             gradients are always handed to it, since it skips and lowers its scale itself.
 
     Logged metrics: `loss`, compiled metrics (on augmented training data), `lookahead_val_loss`
-    (validation loss at w'), `hypergrad_norm`, `skipped_steps`, and `aug_*` policy scalars.
+    (validation loss at w'), `hypergrad_norm` and `skipped_steps` (on the progress bar only
+    when a step was skipped); at each epoch's end `fit` adds the policy (`aug_<op>_low`,
+    `aug_<op>_high`... see `policy_logs`) to the logs, so `History`, `CSVLogger` and
+    `TensorBoard` record it.
 
     Example:
         ```python
@@ -165,7 +202,6 @@ class DaboModel(keras.Model):
         self.val_loss_tracker = keras.metrics.Mean(name="lookahead_val_loss")
         self.hypergrad_norm_tracker = keras.metrics.Mean(name="hypergrad_norm")
         self.skipped_tracker = keras.metrics.Sum(name="skipped_steps")
-        self.policy_trackers = {name: Latest(name) for name in self.augmenter.policy_scalars()}
         self.built = True
 
     def compile(self, optimizer="rmsprop", augmenter_optimizer=None, **kwargs):
@@ -252,7 +288,12 @@ class DaboModel(keras.Model):
                 "hypergradient_split=0.2), or fit(dabo_tf.data.with_validation_stream("
                 "train_ds, val_ds)); validation_data stays Keras' evaluation. "
                 f"Received: x={_describe(x)}")
-        return super().fit(x, y, **kwargs)
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if not any(isinstance(c, PolicyLogger) for c in callbacks):
+            callbacks.insert(0, PolicyLogger())
+        if not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+            callbacks.insert(0, QuietProgbar())
+        return super().fit(x, y, callbacks=callbacks, **kwargs)
 
     def call(self, inputs, training=False):
         return self.classifier(inputs, training=training)
@@ -459,13 +500,11 @@ class DaboModel(keras.Model):
 
         keras_compat.loss_tracker(self).update_state(
             keras_compat.unscale_loss_for_distribution(loss), sample_weight=tf.shape(y)[0])
-        for name, value in self.augmenter.policy_scalars().items():
-            self.policy_trackers[name].update_state(value)
         return self.compute_metrics(x, y, logits)
 
     def _training_only_metrics(self):
         return {m.name for m in (self.val_loss_tracker, self.hypergrad_norm_tracker,
-                                 self.skipped_tracker, *self.policy_trackers.values())}
+                                 self.skipped_tracker)}
 
     def test_step(self, data):
         logs = super().test_step(data)

@@ -152,7 +152,9 @@ def test_policy_in_human_units():
     assert policy["rotate"]["high"] == pytest.approx(30, abs=1e-4)
     assert policy["scale_x"]["low"] == pytest.approx(math.exp(-0.1), rel=1e-5)
     assert policy["translate_x"]["low"] == pytest.approx(0.05)
-    assert layer.policy_scalars()["aug_rotate_deg"].numpy() == pytest.approx(30, rel=1e-5)
+    logs = dabo_tf.dabo_model.policy_logs(layer)
+    assert (logs["aug_rotate_low"], logs["aug_rotate_high"]) == pytest.approx((-30, 30), abs=1e-4)
+    assert logs["aug_translate_x_low"] == logs["aug_translate_x_high"] == pytest.approx(0.05)
     # The sampled transforms really are rotations within the policy's range.
     t = layer.get_random_transformation(tf.zeros((500, 12, 12, 1)))
     rot = warp.degrees(warp.decompose_affine(
@@ -301,7 +303,7 @@ def test_flip_and_cutout_in_the_augmenter_and_its_frozen_policy():
 
     layer = augment.build_augmenter(flip=True, vflip=True, cutout=True, seed=0)
     layer.build(IMAGES.shape)
-    names = sorted(layer.policy_scalars())
+    names = sorted(dabo_tf.dabo_model.policy_logs(layer))
     assert {"aug_flip_probability", "aug_vflip_probability", "aug_cutout_size",
             "aug_cutout_probability"} <= set(names)
     frozen = P.policy_to_layers({"flip": {"low": 1.0, "high": 1.0},

@@ -103,7 +103,8 @@ def check_run_dir(workdir, mode):
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"} <= train_tags
     assert {"epoch_loss", "epoch_accuracy"} <= _tags(logs / "validation")
     if mode == "dabo":
-        assert {"epoch_aug_rotate_deg", "epoch_hypergrad_norm"} <= train_tags
+        assert {"epoch_aug_rotate_low", "epoch_aug_rotate_high",
+                "epoch_hypergrad_norm"} <= train_tags
         if learned_gates:
             assert {"epoch_aug_flip_probability", "epoch_aug_cutout_size"} <= train_tags
     if mode != "none":
@@ -126,6 +127,45 @@ def test_mode_none_end_to_end(none_run):
     check_run_dir(workdir, "none")
     assert "test acc" in proc.stdout and str(workdir) in proc.stdout  # the summary
     assert "Epoch 2/2" in proc.stdout  # one line per epoch when stdout is not a terminal
+
+
+def test_tensorboard_shows_the_profile(none_run):
+    """A real TensorBoard on a run's logs (127.0.0.1) lists the Profile tab and the trace."""
+    import gzip
+    import socket
+    import time
+    import urllib.request
+
+    workdir, _ = none_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    board = subprocess.Popen([sys.executable, "-m", "tensorboard.main",
+                              f"--logdir={workdir / 'logs'}", "--host=127.0.0.1", f"--port={port}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def get(path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            body = r.read()
+            if r.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            return json.loads(body)
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                plugins = get("/data/plugins_listing")
+                break
+            except OSError:
+                assert board.poll() is None and time.monotonic() < deadline, "no TensorBoard"
+                time.sleep(0.5)
+        assert plugins["profile"]["enabled"], plugins.get("profile")
+        assert "profile_redirect" not in plugins  # the stub shown when the plugin is missing
+        assert [run for run in get("/data/plugin/profile/runs") if run.startswith("train/")]
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
 
 
 def test_mode_hand_end_to_end(tmp_path):

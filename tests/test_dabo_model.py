@@ -231,7 +231,8 @@ def test_logged_metrics_and_evaluation_without_augmentation():
                         validation_data=tf.data.Dataset.from_tensor_slices((x, y)).batch(8))
     logs = history.history
     for key in ("loss", "accuracy", "lookahead_val_loss", "hypergrad_norm", "skipped_steps",
-                "aug_rotate_deg", "aug_brightness", "val_loss", "val_accuracy"):
+                "aug_rotate_low", "aug_rotate_high", "aug_brightness_high", "val_loss",
+                "val_accuracy"):
         assert key in logs, key
     assert "val_hypergrad_norm" not in logs
     # evaluate/predict use the classifier alone, without augmentation.

@@ -46,7 +46,7 @@ def test_dabo_recovers_the_rotation_range_of_rotated_validation_data():
     learned = augmenter.policy()["rotate"]
     print(f"no augmentation {plain_acc:.3f}, DABO {dabo_acc:.3f}, learned rotation "
           f"[{learned['low']:.1f}, {learned['high']:.1f}] degrees (truth +-{TRUE_DEGREES:g}); "
-          f"per epoch {np.round(history.history['aug_rotate_deg'], 1).tolist()}")
+          f"per epoch {np.round(history.history['aug_rotate_high'], 1).tolist()}")
     assert learned["low"] == -learned["high"]
     assert 0.6 * TRUE_DEGREES <= learned["high"] <= 1.4 * TRUE_DEGREES
     assert dabo_acc >= plain_acc + 0.10

@@ -36,13 +36,20 @@ def test_plot_augmentations_without_augmentation(tmp_path):
 def test_plot_curves_with_policy_panels(tmp_path):
     history = {"epoch": [0, 1, 2], "loss": [2.0, 1.0, 0.5], "val_loss": [2.1, 1.2, 0.9],
                "accuracy": [0.2, 0.6, 0.8], "val_accuracy": [0.3, 0.5, 0.7],
-               "aug_rotate_deg": [0.5, 2.0, 4.0], "aug_translate_x": [0.0, 0.01, 0.03]}
+               "aug_rotate_low": [-0.5, -2.0, -4.0], "aug_rotate_high": [0.5, 2.0, 4.0],
+               "aug_translate_x_low": [0.0, -0.01, -0.03], "aug_translate_x_high": [0, 0.01, 0.03],
+               "aug_flip_probability": [0.5, 0.4, 0.3]}
     path = report.plot_curves(history, tmp_path / "curves.png", title="digits")
     assert_png(path, 400, 300)
     plain = report.plot_curves({k: v for k, v in history.items() if not k.startswith("aug_")},
                                tmp_path / "plain.png")
     with Image.open(path) as a, Image.open(plain) as b:
         assert a.height > b.height  # the policy scalars add a row of panels
+    # One panel per op: low and high share it.
+    assert report.policy_panels(history) == {"flip_probability": ["aug_flip_probability"],
+                                             "rotate": ["aug_rotate_low", "aug_rotate_high"],
+                                             "translate_x": ["aug_translate_x_low",
+                                                             "aug_translate_x_high"]}
 
 
 def test_format_policy_and_summary(tmp_path):

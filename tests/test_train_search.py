@@ -1,5 +1,6 @@
 """Tests of the Keras Tuner baseline: `dabo_tf.policy_search`."""
 
+import glob
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 import keras_tuner
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from dabo_tf import augment, data
 from dabo_tf.augment import policy
@@ -119,6 +121,14 @@ def test_random_search_resumes(splits, tmp_path):
     assert set(result["best_policy"]) >= {"rotate", "translate_x", "contrast", "flip"}
     assert result["wall_time_s"] > 0
     json.dumps(result)  # plain types only
+    # Every trial is in TensorBoard's HParams dashboard, with its hyperparameters.
+    for trial_file in trial_files:
+        trial = json.loads(trial_file.read_text())
+        events = glob.glob(str(tmp_path / "logs" / "trials" / trial["trial_id"] / "execution0"
+                               / "**" / "events.out.tfevents.*"), recursive=True)
+        tags = {v.tag for path in events for event in tf.compat.v1.train.summary_iterator(path)
+                for v in event.summary.value}
+        assert {"_hparams_/session_start_info", "epoch_loss"} <= tags, (trial_file, tags)
 
     stamps = [os.stat(f).st_mtime_ns for f in trial_files]
     again = policy_search.run_search(config, splits, tmp_path, tuner="random", trials=2)

@@ -48,7 +48,7 @@ class AugmentationLayer(keras.layers.Layer):
     """Base of dabo-tf's augmentation layers: a seeded sampler and a differentiable applier.
 
     Subclasses implement `get_random_transformation(images)` and `transform_images(images,
-    transformation)`, and may report `policy()` and `policy_scalars()` (empty here).
+    transformation)`, and may report `policy()` (empty here).
 
     Args:
         seed: seed of the layer's `keras.random.SeedGenerator` (layers that only compose
@@ -121,10 +121,6 @@ class AugmentationLayer(keras.layers.Layer):
         """What the layer samples, in human units (`{op: {"low", "high", "unit"}}`)."""
         return {}
 
-    def policy_scalars(self) -> dict:
-        """Scalar summaries of the policy for logs (`{"aug_<op>": tensor}`)."""
-        return {}
-
     def compute_output_shape(self, input_shape):
         return input_shape
 
@@ -192,12 +188,6 @@ class Augmenter(AugmentationLayer):
         out = {}
         for layer in self.parts():
             out.update(layer.policy())
-        return out
-
-    def policy_scalars(self):
-        out = {}
-        for layer in self.parts():
-            out.update(layer.policy_scalars())
         return out
 
     def get_config(self):

@@ -222,16 +222,6 @@ class LearnedAffine(_LearnedDistribution):
             out[op] = {"low": lo, "high": hi, "unit": unit}
         return out
 
-    def policy_scalars(self):
-        """Scalar summaries for logs: half-range of each op in human units."""
-        mag = self.half_widths()
-        out = {}
-        for i, op in enumerate(self.ops):
-            factor = AFFINE_OPS[op][1]
-            name = {"rotate": "rotate_deg"}.get(op, op)
-            out[f"aug_{name}"] = mag[i] * (factor or 1.0)
-        return out
-
     def get_config(self):
         return {**super().get_config(), "ops": list(self.ops), "projective": False,
                 "interpolation": self.interpolation, "fill_mode": self.fill_mode,
@@ -292,10 +282,6 @@ class LearnedColor(_LearnedDistribution):
                 lo, hi = 1.0 + lo, 1.0 + hi
             out[op] = {"low": lo, "high": hi, "unit": COLOR_OPS[op][0]}
         return out
-
-    def policy_scalars(self):
-        mag = self.half_widths()
-        return {f"aug_{op}": mag[i] for i, op in enumerate(self.ops)}
 
     def get_config(self):
         return {**super().get_config(), "ops": list(self.requested_ops)}
@@ -386,9 +372,6 @@ class LearnedFlip(_LearnedGate):
         return {self.op: {"low": p, "high": p,
                           "unit": FLIP_UNIT if self.op == "flip" else VFLIP_UNIT}}
 
-    def policy_scalars(self):
-        return {f"aug_{self.op}_probability": tf.convert_to_tensor(self.probability)}
-
     def get_config(self):
         return {**super().get_config(), "direction": self.direction}
 
@@ -441,10 +424,6 @@ class LearnedCutout(_LearnedGate):
         size = float(keras.ops.convert_to_numpy(self.size))
         p = float(keras.ops.convert_to_numpy(self.probability))
         return {"cutout": {"low": size, "high": size, "probability": p, "unit": CUTOUT_UNIT}}
-
-    def policy_scalars(self):
-        return {"aug_cutout_size": tf.convert_to_tensor(self.size),
-                "aug_cutout_probability": tf.convert_to_tensor(self.probability)}
 
     def get_config(self):
         return {**super().get_config(), "init_size": self.init_size, "max_size": self.max_size}

@@ -149,12 +149,6 @@ class NoiseAugmenter(AugmentationLayer):
                        "unit": units[op]}
         return out
 
-    def policy_scalars(self):
-        s = self._samples(n=256)
-        return {"aug_rotate_deg": tf.math.reduce_std(s["rotate"]),
-                "aug_translate_x": tf.math.reduce_std(s["translate_x"]),
-                "aug_scale_x": tf.math.reduce_std(s["scale_x"])}
-
     def get_config(self):
         return {**super().get_config(), "noise_dim": self.noise_dim, "hidden": list(self.hidden),
                 "dropout": self.dropout, "color": self.color,

@@ -3,7 +3,7 @@
 * `plot_augmentations`: a few original images, each beside several of its augmentations,
   as in the DABO paper's figures (`augmentations.png`).
 * `plot_curves`: training and validation loss and accuracy, and the learned policy's
-  scalars (`aug_*`), over epochs (`curves.png`).
+  range per op (`aug_*`), over epochs (`curves.png`).
 * `format_summary`: the one-screen text summary `run.py` prints at the end.
 * `sample_images`: a few images of different classes to show.
 """
@@ -78,16 +78,35 @@ def plot_augmentations(images, augment_fn: Optional[Callable], path, *,
     return str(path)
 
 
+def policy_panels(history: Mapping[str, list]) -> dict:
+    """`{panel title: [log keys]}` of the policy logs (`aug_*`), one panel per op.
+
+    An op's `aug_<op>_low` and `aug_<op>_high` share a panel (the range, whose centre shows
+    a learned mean shift); any other `aug_*` key gets its own.
+    """
+    panels = {}
+    for key in sorted(k for k in history if k.startswith("aug_")):
+        name = key[4:]
+        for end in ("_low", "_high"):
+            if name.endswith(end) and f"aug_{name[:-len(end)]}_low" in history \
+                    and f"aug_{name[:-len(end)]}_high" in history:
+                name = name[:-len(end)]
+                break
+        panels.setdefault(name, []).append(key)
+    return {name: sorted(keys, key=lambda k: (not k.endswith("_low"), k))
+            for name, keys in panels.items()}
+
+
 def plot_curves(history: Mapping[str, list], path, *, title: str = "") -> str:
     """Saves loss, accuracy and policy-scalar curves over epochs.
 
     The first row shows loss and accuracy (training on augmented data, validation); each
-    policy scalar (`aug_*` logs: learned half-ranges or spreads, in human units) gets its
-    own small panel below, as their units differ.
+    op of the policy (`aug_*` logs in human units, see `policy_panels`: an op's low and high
+    together) gets its own small panel below, as their units differ.
 
     Args:
         history: epoch-wise logs, e.g. `{"epoch": [0, 1], "loss": [...], "val_loss": [...],
-            "accuracy": [...], "val_accuracy": [...], "aug_rotate_deg": [...]}` (Keras'
+            "accuracy": [...], "val_accuracy": [...], "aug_rotate_low": [...], ...}` (Keras'
             `History.history` plus an optional 0-based `epoch` list).
         path: output PNG path.
         title: figure title.
@@ -100,13 +119,14 @@ def plot_curves(history: Mapping[str, list], path, *, title: str = "") -> str:
 
     n = max((len(v) for v in history.values()), default=0)
     epochs = np.asarray(history.get("epoch", range(n)), np.float64) + 1
-    policy = sorted(k for k in history if k.startswith("aug_"))
+    policy = policy_panels(history)
     cols = max(2, min(4, len(policy)))
     rows = 1 + -(-len(policy) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.8 * rows), squeeze=False)
     panels = [(axes[0, 0], "loss", ["loss", "val_loss"]),
               (axes[0, 1], "accuracy", ["accuracy", "val_accuracy"])]
-    panels += [(axes[1 + i // cols, i % cols], key[4:], [key]) for i, key in enumerate(policy)]
+    panels += [(axes[1 + i // cols, i % cols], name, keys)
+               for i, (name, keys) in enumerate(policy.items())]
     used = {id(ax) for ax, _, _ in panels}
     for ax in axes.flat:
         if id(ax) not in used:
@@ -119,7 +139,7 @@ def plot_curves(history: Mapping[str, list], path, *, title: str = "") -> str:
             if values is None or not len(values):
                 continue
             ax.plot(epochs[:len(values)], values, marker="o" if n < 30 else None, ms=3,
-                    label=labels.get(key, key))
+                    label=labels.get(key) or key.rsplit("_", 1)[-1])
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -128,8 +148,8 @@ def plot_curves(history: Mapping[str, list], path, *, title: str = "") -> str:
         if len(keys) > 1 and ax.lines:
             ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title + ("  (bottom rows: learned policy scalars)" if policy else ""),
-                     fontsize=10)
+        note = "  (bottom rows: the learned policy, low and high per op)" if policy else ""
+        fig.suptitle(title + note, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

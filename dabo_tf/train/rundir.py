@@ -10,8 +10,9 @@ What a run leaves in `workdir`:
   `DaboModel` (load either with `dabo_tf.load_model(path)`, which registers dabo-tf's layers).
 * `policy.json`: the augmentation in human units (`augmenter.policy()`, the hand policy, or
   `{}`); `augmentations.png` and `curves.png` (see `dabo_tf.report`); `history.csv`.
-* `logs/`: TensorBoard: `train/` and `validation/` scalars (losses, accuracy, `aug_*` policy
-  scalars, learning rate) and a profiler trace, `augmentations/` images per epoch.
+* `logs/`: TensorBoard: `train/` and `validation/` scalars (losses, accuracy, the policy's
+  `aug_<op>_low`/`aug_<op>_high` per epoch, learning rate) and a profiler trace,
+  `augmentations/` images per epoch.
 * `.dabo-tf-run`, written when the folder is created: it marks the folder as a dabo-tf run
   (only such a folder is ever resumed, overwritten or deleted; a run folder written before
   the marker existed is recognised by its `config.json`).

@@ -213,14 +213,27 @@ def search_epochs(tuner, epochs_per_training: int) -> int:
     return int(total)
 
 
+def trial_tensorboard(workdir) -> keras.callbacks.TensorBoard:
+    """TensorBoard callback of the trials: scalars and the HParams dashboard.
+
+    Keras Tuner recognises Keras' own `TensorBoard` class: it points each trial's copy at
+    `workdir/logs/trials/<trial id>/execution0` and adds TensorBoard's HParams callback with
+    the trial's hyperparameters, so `tensorboard --logdir workdir/logs` compares trials in
+    its HParams tab. No profiler (the run's final training records one).
+    """
+    return keras.callbacks.TensorBoard(log_dir=os.path.join(os.fspath(workdir), "logs", "trials"),
+                                       write_graph=False, profile_batch=0)
+
+
 def run_search(config, splits, workdir, *, tuner=None, trials=None, overwrite=False,
                search_space=None, callbacks=None, hyperband_factor=3) -> dict:
     """Searches a policy with a stock Keras Tuner; returns the best one and the search's cost.
 
-    Trials are stored under `workdir/tuner`; a rerun with `overwrite=False` resumes the
-    search as Keras Tuner does (finished trials are not rerun; a larger `trials` extends it).
-    Retraining the best policy from scratch is the `tuner` mode's job
-    (`dabo_tf.train.modes.run_tuner`), the one retraining path.
+    Trials are stored under `workdir/tuner` and logged for TensorBoard (scalars and the
+    HParams dashboard) under `workdir/logs/trials` (`trial_tensorboard`); a rerun with
+    `overwrite=False` resumes the search as Keras Tuner does (finished trials are not rerun;
+    a larger `trials` extends it). Retraining the best policy from scratch is the `tuner`
+    mode's job (`dabo_tf.train.modes.run_tuner`), the one retraining path.
 
     Args:
         config: the run's `Config`; `config.tuner` and `config.trials` are the defaults.
@@ -249,7 +262,8 @@ def run_search(config, splits, workdir, *, tuner=None, trials=None, overwrite=Fa
     hypermodel = AugmentationHyperModel(config, splits, search_space=search_space)
     tuner_obj = _make_tuner(kind, hypermodel, config, workdir, trials, overwrite,
                             hyperband_factor)
-    tuner_obj.search(callbacks=list(callbacks or []), verbose=config.verbose)
+    tuner_obj.search(callbacks=[trial_tensorboard(workdir), *(callbacks or [])],
+                     verbose=config.verbose)
     project_dir = tuner_obj.project_dir
     if _is_distributed_worker():
         return {"role": "worker", "tuner": kind, "project_dir": project_dir,
