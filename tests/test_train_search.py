@@ -198,3 +198,49 @@ def test_trials_do_not_leak_memory(tmp_path):
         assert growth < 0.2, (key, records)
     # Stricter: before the fixes in `build_model`/`fit` a trial leaked ~15 MB (~45 MB here).
     assert records[4]["rss_mb"] - records[1]["rss_mb"] < 15.0, records
+
+
+def test_distributed_search_chief_and_two_workers(tmp_path):
+    """The module docstring's commands, run: a chief and two workers on 127.0.0.1."""
+    import re
+    import socket
+
+    from conftest import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "run.py"), "--experiment=digits:smoke", "--mode=tuner",
+               "--trials=3", f"--output_dir={workdir}"]
+    env = dict(os.environ, KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=str(port))
+    procs = {tid: subprocess.Popen(command, env=dict(env, KERASTUNER_TUNER_ID=tid),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for tid in ("tuner0", "tuner1", "chief")}  # workers first: they wait for the chief
+    try:
+        out = {tid: p.communicate(timeout=300) for tid, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+    for tid, p in procs.items():
+        assert p.returncode == 0, (tid, out[tid][1][-3000:])
+    ran = {tid: int(re.search(r"ran (\d+) trial", out[tid][0]).group(1))
+           for tid in ("tuner0", "tuner1")}
+    trials = sorted(json.loads(f.read_text())["trial_id"]
+                    for f in (workdir / "tuner").glob("trial_*/trial.json"))
+    assert sum(ran.values()) == len(trials) == 3  # every trial ran exactly once
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["trials"] == 3 and metrics["full_trainings"] == 4  # as one process counts
+    assert "serving the oracle on 127.0.0.1" in out["chief"][0]
+
+
+def test_worker_waits_for_the_chief_and_refuses_other_settings(tmp_path):
+    from dabo_tf.config import ConfigError
+    from dabo_tf.train import rundir
+
+    with pytest.raises(ConfigError, match="No Keras Tuner chief's run appeared"):
+        policy_search.run_worker(_config(mode="tuner"), tmp_path / "none", wait_s=0.2)
+    rundir.mark(tmp_path)
+    rundir.write_json(tmp_path / "config.json", _config(mode="tuner").to_dict())
+    with pytest.raises(ConfigError, match=r"differ from the chief's run: model='small_cnn'"):
+        policy_search.run_worker(_config(mode="tuner", model="small_cnn"), tmp_path, wait_s=0.2)

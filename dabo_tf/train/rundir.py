@@ -178,6 +178,18 @@ def check_resume_config(workdir, config) -> None:
     Only fields marked `resumable` (e.g. `epochs`, `verbose`) may differ from its
     `config.json`; the model, the data and the method may not.
     """
+    check_same_config(workdir, config, "Resuming the run in {workdir!r} would change what it "
+                      "trains", "Resume without those flags, or start a new run in another "
+                      "output folder.")
+
+
+def check_same_config(workdir, config, problem,
+                      advice="Pass the same settings as the run's config.json.") -> None:
+    """Fails when `config` differs from `workdir/config.json` in a field that is not
+    `resumable`, naming each one (`problem` starts the message; `{workdir!r}` is filled in).
+
+    Nothing is checked when there is no `config.json`.
+    """
     from dabo_tf.config import fields
 
     path = pathlib.Path(workdir) / "config.json"
@@ -194,9 +206,8 @@ def check_resume_config(workdir, config) -> None:
     if changed:
         shown = ", ".join(f"{name}={current[name]!r} (the run has {saved[name]!r})"
                           for name in changed)
-        raise ConfigError(f"Resuming the run in {str(workdir)!r} would change what it trains: "
-                          f"{shown}. Resume without those flags, or start a new run in "
-                          f"another output folder. Received: {shown}")
+        raise ConfigError(f"{problem.format(workdir=str(workdir))}: {shown}. {advice} "
+                          f"Received: {shown}")
 
 
 def mark(workdir) -> None:

@@ -2,13 +2,14 @@
 
 `train_and_evaluate` does everything around a mode runner (`dabo_tf.train.modes.RUNNERS`):
 validation, the output folder, seeding, precision policy, strategy, saving and reporting.
-`run` dispatches the one job that is not a single training, `compare`, to
-`dabo_tf.train.compare`. What a run leaves in `workdir` is described in
-`dabo_tf.train.rundir`.
+`run` dispatches the jobs that are not a single training: `compare`
+(`dabo_tf.train.compare`) and a distributed Keras Tuner worker (`dabo_tf.train.search`).
+What a run leaves in `workdir` is described in `dabo_tf.train.rundir`.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -17,7 +18,7 @@ import tensorflow as tf
 
 from dabo_tf import distribute
 from dabo_tf.config import Config, ConfigError, check_config
-from dabo_tf.train import report, rundir
+from dabo_tf.train import report, rundir, search
 from dabo_tf.train.loop import load_data
 from dabo_tf.train.modes import RUNNERS
 from dabo_tf.train.recipe import resolve_jit_compile
@@ -36,6 +37,11 @@ def run(config: Config, workdir, *, resume: bool = False, overwrite: bool = Fals
         rows = compare.run_comparison(config, workdir)
         return (f"{compare.format_table(rows)}\nComparison written to {workdir}/comparison.md, "
                 "comparison.csv and comparison.png")
+    if config.mode == "tuner" and search.tuner_role() == "worker":
+        result = search.run_worker(config, workdir)
+        return (f"Keras Tuner worker {os.environ.get('KERASTUNER_TUNER_ID')}: ran "
+                f"{result['trials_run']} trial(s) of the search in {result['project_dir']}; "
+                f"the chief retrains and evaluates the best policy in {workdir}.")
     metrics = train_and_evaluate(config, workdir, resume=resume, overwrite=overwrite)
     return report.format_summary(metrics, rundir.read_policy(workdir), workdir)
 

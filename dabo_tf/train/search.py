@@ -27,14 +27,18 @@ command once per process with the environment set, e.g.
 
 ```shell
 export KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000
-KERASTUNER_TUNER_ID=chief python run.py --mode=tuner --output_dir=/shared/run &  # oracle only
+KERASTUNER_TUNER_ID=chief python run.py --mode=tuner --output_dir=/shared/run &  # oracle
 KERASTUNER_TUNER_ID=tuner0 python run.py --mode=tuner --output_dir=/shared/run &  # worker
 KERASTUNER_TUNER_ID=tuner1 python run.py --mode=tuner --output_dir=/shared/run &  # worker
 ```
 
-The output folder must be on a file system all of them share. The chief serves the oracle
-(it trains nothing) until the workers have run all trials, then retrains the best policy; a
-worker's `run_search` returns `{"role": "worker", ...}` once the search ends.
+The output folder must be on a file system all of them share. The chief owns the run folder:
+it serves the oracle (it trains no trial) until the workers have run all trials, then
+retrains the best policy and writes the run's outputs. A worker waits (up to 10 minutes) for
+the chief's `config.json`, refuses settings that differ from it, writes only its trials and
+ends with "Keras Tuner worker tuner0: ran N trial(s) ..." (`run_worker`).
+`tests/test_train_search.py` runs these commands (a chief and two workers on 127.0.0.1,
+three trials) and checks that every trial ran exactly once.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ class AugmentationHyperModel(keras_tuner.HyperModel):
             else:
                 space[key] = tuple(value) if isinstance(value, (tuple, list)) else (0.0, value)
         self.search_space = space
+        self.trials_run = 0  # trials trained by this process (a worker's share of a search)
 
     def factors(self, hp) -> dict:
         """Declares the hyperparameters on `hp` and returns their values as factors."""
@@ -142,6 +147,7 @@ class AugmentationHyperModel(keras_tuner.HyperModel):
         `initial_epoch`); data passed by the caller (`tuner.search(x, ...)`) is used as given.
         """
         config, splits = self.config, self.splits
+        self.trials_run += 1
         kwargs.setdefault("epochs", config.epochs)
         kwargs.setdefault("verbose", config.verbose)
         if not args and "x" not in kwargs:
@@ -159,9 +165,15 @@ class AugmentationHyperModel(keras_tuner.HyperModel):
             gc.collect()
 
 
-def _is_distributed_worker() -> bool:
-    return ("KERASTUNER_ORACLE_IP" in os.environ
-            and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", ""))
+def tuner_role() -> str:
+    """`"chief"`, `"worker"` or `"single"`, from Keras Tuner's environment variables.
+
+    As Keras Tuner decides: with `KERASTUNER_ORACLE_IP` set, a `KERASTUNER_TUNER_ID`
+    containing "chief" serves the oracle and any other id runs trials.
+    """
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "single"
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
 def _strategy(config):
@@ -262,11 +274,17 @@ def run_search(config, splits, workdir, *, tuner=None, trials=None, overwrite=Fa
     hypermodel = AugmentationHyperModel(config, splits, search_space=search_space)
     tuner_obj = _make_tuner(kind, hypermodel, config, workdir, trials, overwrite,
                             hyperband_factor)
+    role = tuner_role()
+    if role == "chief" and config.verbose:
+        print(f"Keras Tuner chief: serving the oracle on {os.environ['KERASTUNER_ORACLE_IP']}:"
+              f"{os.environ.get('KERASTUNER_ORACLE_PORT')} until the workers (the same command "
+              "with KERASTUNER_TUNER_ID=tuner0, tuner1, ...) have run the trials.", flush=True)
     tuner_obj.search(callbacks=[trial_tensorboard(workdir), *(callbacks or [])],
                      verbose=config.verbose)
     project_dir = tuner_obj.project_dir
-    if _is_distributed_worker():
+    if role == "worker":
         return {"role": "worker", "tuner": kind, "project_dir": project_dir,
+                "trials_run": hypermodel.trials_run,
                 "wall_time_s": time.perf_counter() - start}
 
     best_trial = best_completed_trial(tuner_obj.oracle)
@@ -287,6 +305,47 @@ def run_search(config, splits, workdir, *, tuner=None, trials=None, overwrite=Fa
     result["images_processed"] = int(epochs * len(splits.y_train))
     result["wall_time_s"] = time.perf_counter() - start
     return result
+
+
+def run_worker(config, workdir, *, wait_s: float = 600.0) -> dict:
+    """One worker of a distributed search: trains the trials the chief's oracle hands out.
+
+    The chief (`KERASTUNER_TUNER_ID=chief`, the same command) owns the run folder: the
+    worker waits up to `wait_s` seconds for its `config.json`, refuses settings that differ
+    from the chief's, then writes only its trials (`workdir/tuner/trial_*`, and their logs
+    under `workdir/logs/trials`). The chief retrains and evaluates the best policy.
+
+    Returns:
+        `run_search`'s worker result: `role`, `trials_run` (by this worker),
+        `project_dir`, `wall_time_s`.
+
+    Raises:
+        ConfigError: no chief's run appeared in `workdir`, or its settings differ.
+    """
+    import pathlib
+
+    from dabo_tf.config import ConfigError, check_config
+    from dabo_tf.train import rundir
+    from dabo_tf.train.loop import load_data
+    from dabo_tf.train.recipe import resolve_jit_compile
+
+    config = check_config(config)
+    workdir = pathlib.Path(workdir)
+    deadline = time.monotonic() + wait_s
+    while not (rundir.is_run_folder(workdir) and (workdir / "config.json").is_file()):
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"No Keras Tuner chief's run appeared in {str(workdir)!r} within {wait_s:g} s. "
+                "Start the chief (KERASTUNER_TUNER_ID=chief, the same command and "
+                "--output_dir, on a file system the workers share). "
+                f"Received: output_dir={str(workdir)!r}")
+        time.sleep(0.5)
+    rundir.check_same_config(workdir, config, "This worker's settings differ from the "
+                             "chief's run")
+    config = config.replace(jit_compile=resolve_jit_compile(config))
+    splits = load_data(config)
+    keras.utils.set_random_seed(config.seed)
+    return run_search(config, splits, workdir)
 
 
 def load_search(run_dir):
