@@ -21,7 +21,6 @@ that reads flags.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import pathlib
 import sys
@@ -138,11 +137,12 @@ def resolve_config():
     if FLAGS.resume and not output_dir:
         raise UserError("--resume needs --output_dir, the folder of the run to continue.")
     if FLAGS.resume and saved.is_file():
+        from dabo_tf.train import rundir
+
         try:
-            values = json.loads(saved.read_text())
-        except ValueError as e:
-            raise UserError(f"Cannot read {saved} ({e}); the run cannot be resumed. Start it "
-                            "again with --overwrite.") from None
+            values = rundir.read_settings(output_dir)
+        except config_lib.ConfigError as e:
+            raise UserError(str(e)) from None
         experiment = None
     elif experiment is not None:
         try:

@@ -288,6 +288,12 @@ served = tf.saved_model.load(sys.argv[1])
 images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1)).astype(np.uint8)
 as_float = served.signatures["serving_default"](images=tf.constant(images / 255, tf.float32))
 as_uint8 = served.signatures["serve_uint8"](images=tf.constant(images))
+# Encoded files: the same image as PNG, as an RGB PNG (converted to gray by the model) and
+# 2x larger as JPEG (resized by the model).
+rgb = np.repeat(images, 3, -1)
+big = np.repeat(np.repeat(rgb, 2, 1), 2, 2)
+files = [tf.io.encode_png(images[0]), tf.io.encode_png(rgb[1]), tf.io.encode_jpeg(big[2])]
+as_bytes = served.signatures["serve_bytes"](images=tf.stack(files))
 print(json.dumps({
     "signatures": sorted(served.signatures),
     "keys": sorted(as_float), "same": bool(np.allclose(as_float["logits"], as_uint8["logits"],
@@ -295,11 +301,13 @@ print(json.dumps({
     "rows": [float(r) for r in tf.reduce_sum(as_float["probabilities"], -1).numpy()],
     "names": [n.decode() for n in as_uint8["class_name"].numpy()],
     "ids": as_uint8["class_id"].numpy().tolist(),
+    "bytes_shape": as_bytes["probabilities"].shape.as_list(),
+    "bytes_err": float(np.abs(as_bytes["logits"][:2] - as_uint8["logits"][:2]).max()),
     "no_dabo_tf": not any(m.startswith("dabo_tf") for m in sys.modules)}))
 """
 
 
-def test_the_saved_model_serves_in_a_process_without_dabo_tf(finished_run):
+def test_the_saved_model_serves_in_a_process_without_dabo_tf(finished_run, tmp_path):
     import subprocess
     import sys
 
@@ -308,14 +316,24 @@ def test_the_saved_model_serves_in_a_process_without_dabo_tf(finished_run):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["signatures"] == ["serve", "serve_uint8", "serving_default"]
+    assert out["signatures"] == ["serve", "serve_bytes", "serve_uint8", "serving_default"]
     assert out["keys"] == ["class_id", "class_name", "logits", "probabilities"]
     assert out["same"] and out["no_dabo_tf"] and np.allclose(out["rows"], 1.0, atol=1e-5)
     assert out["names"] == [str(i) for i in out["ids"]]  # digits' classes are "0".."9"
+    assert out["bytes_shape"] == [3, 10] and out["bytes_err"] < 0.05, out  # PNGs: as uint8
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert metrics["class_names"] == [str(i) for i in range(10)]
+    config = json.loads((finished_run / "config.json").read_text())
+    assert config["class_names"] == metrics["class_names"]
     cli = subprocess.run([str(pathlib.Path(sys.executable).with_name("saved_model_cli")),
                           "show", "--dir", path, "--tag_set", "serve",
                           "--signature_def", "serving_default"],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0 and "class_name" in cli.stdout and "probabilities" in cli.stdout
+    np.save(tmp_path / "images.npy", np.full((2, 16, 16, 1), 255, np.uint8))
+    cli = subprocess.run([str(pathlib.Path(sys.executable).with_name("saved_model_cli")),
+                          "run", "--dir", path, "--tag_set", "serve", "--signature_def",
+                          "serve_uint8", "--inputs", f"images={tmp_path / 'images.npy'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert "class_name" in cli.stdout and "probabilities" in cli.stdout, cli.stdout

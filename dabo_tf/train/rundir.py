@@ -2,7 +2,8 @@
 
 What a run leaves in `workdir`:
 
-* `config.json`: the resolved `Config` (written first; `run.py --resume` reads it back).
+* `config.json`: the resolved `Config` (written first; `run.py --resume` reads it back) and
+  the data's `class_names` (`DATA_KEYS`: facts of the data, not settings).
 * `saved_model/`: a TF SavedModel loadable without dabo-tf (`export_classifier`): endpoints
   and signatures `serve` (= `serving_default`, float32 images in `[0, 1]`) and `serve_uint8`
   (uint8 in `[0, 255]`), returning `logits`, `probabilities`, `class_id`, `class_name`.
@@ -192,14 +193,9 @@ def check_same_config(workdir, config, problem,
     """
     from dabo_tf.config import fields
 
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.is_file():
+    if not (pathlib.Path(workdir) / "config.json").is_file():
         return
-    try:
-        saved = json.loads(path.read_text())
-    except ValueError as e:
-        raise ConfigError(f"Cannot read {path} ({e}); the run cannot be resumed. Start it "
-                          "again with overwrite (--overwrite).") from None
+    saved = read_settings(workdir)
     current = json.loads(to_json(config.to_dict()))  # as config.json holds it
     changed = [f.name for f in fields() if not f.metadata.get("resumable")
                and f.name in saved and saved[f.name] != current[f.name]]
@@ -208,6 +204,31 @@ def check_same_config(workdir, config, problem,
                           for name in changed)
         raise ConfigError(f"{problem.format(workdir=str(workdir))}: {shown}. {advice} "
                           f"Received: {shown}")
+
+
+DATA_KEYS = ("class_names",)
+"""Keys `config.json` holds beside the run's settings: facts of its data, not settings."""
+
+
+def write_config(workdir, config, class_names) -> None:
+    """Writes `config.json`: the settings, then the class names (index = class id)."""
+    write_json(pathlib.Path(workdir) / "config.json",
+               {**config.to_dict(), "class_names": [str(c) for c in class_names]})
+
+
+def read_settings(workdir) -> dict:
+    """The settings in `workdir/config.json` (without `DATA_KEYS`), for `config_from_dict`.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    path = pathlib.Path(workdir) / "config.json"
+    try:
+        values = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"Cannot read {path} ({e}); the run cannot be resumed. Start it "
+                          "again with overwrite (--overwrite).") from None
+    return {k: v for k, v in values.items() if k not in DATA_KEYS}
 
 
 def mark(workdir) -> None:
@@ -284,9 +305,12 @@ def export_classifier(classifier, path, class_names=None) -> None:
     Endpoints (signatures of the same names; `serving_default` is `serve`):
 
     - `serve(images)`: float32 `[N, H, W, C]` images in `[0, 1]`;
-    - `serve_uint8(images)`: uint8 `[N, H, W, C]` images in `[0, 255]`.
+    - `serve_uint8(images)`: uint8 `[N, H, W, C]` images in `[0, 255]`;
+    - `serve_bytes(images)`: a string `[N]` of encoded PNG, JPEG, GIF or BMP files
+      (`tf.io.decode_image`, any size and channel count: converted to C channels and resized
+      to H x W, bilinear with antialiasing, as the data loaders resize).
 
-    Both return `logits`, `probabilities` (softmax), `class_id` (int64) and `class_name`
+    All return `logits`, `probabilities` (softmax), `class_id` (int64) and `class_name`
     (string, from `class_names`; the class id as text without them). Any other shape fails
     with a message naming the expected one (not TensorFlow's signature-binding error), and an
     empty batch gives empty outputs.
@@ -324,10 +348,23 @@ def export_classifier(classifier, path, class_names=None) -> None:
     def serve_uint8(images):
         return predict(images, "uint8", 255.0)
 
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image = tf.image.resize(tf.image.convert_image_dtype(image, tf.float32),
+                                [height, width], antialias=True)
+        return tf.clip_by_value(image, 0.0, 1.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve_bytes(images):
+        decoded = tf.map_fn(decode, images, fn_output_signature=tf.TensorSpec(
+            [height, width, channels], tf.float32))
+        return predict(decoded, "float32", 1.0)
+
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint("serve", serve)
     archive.add_endpoint("serve_uint8", serve_uint8)
+    archive.add_endpoint("serve_bytes", serve_bytes)
     archive.write_out(str(path), verbose=False)
 
 

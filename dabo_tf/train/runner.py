@@ -113,7 +113,7 @@ def train_and_evaluate(config: Config, workdir, *, resume: bool = False,
     rundir.mark(workdir)
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        rundir.write_json(workdir / "config.json", config.to_dict())
+        rundir.write_config(workdir, config, splits.class_names)
         keras.utils.set_random_seed(config.seed)
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy(config.mixed_precision)

@@ -44,7 +44,6 @@ three trials) and checks that every trial ran exactly once.
 from __future__ import annotations
 
 import gc
-import json
 import os
 import time
 
@@ -361,13 +360,14 @@ def load_search(run_dir):
     import pathlib
 
     from dabo_tf.config import ConfigError, config_from_dict
+    from dabo_tf.train import rundir
     from dabo_tf.train.loop import load_data
 
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "tuner").is_dir():
         raise ConfigError(f"{str(run_dir)!r} holds no Keras Tuner search (config.json and "
                           f"tuner/ of a --mode=tuner run). Received: run_dir={str(run_dir)!r}")
-    config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = config_from_dict(rundir.read_settings(run_dir))
     hypermodel = AugmentationHyperModel(config, load_data(config))
     return _make_tuner(config.tuner, hypermodel, config, run_dir, config.trials,
                        overwrite=False, hyperband_factor=3)
