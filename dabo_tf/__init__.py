@@ -12,14 +12,15 @@ The package is laid out by concept (see the README's "The library"):
   `dabo_tf.presets`, `dabo_tf.data`, `dabo_tf.models`, `dabo_tf.flops`.
 
 `import dabo_tf` is light when Keras is not loaded yet (the command line answers before
-TensorFlow loads): the names below load their modules on first use. Load a saved model with
-`dabo_tf.load_model(path)`, which registers dabo-tf's layers with Keras first (after
-`import keras` they are registered by `import dabo_tf` itself).
+TensorFlow loads): the names below load their modules on first use. dabo-tf's Keras layers
+are registered as soon as TensorFlow and Keras are loaded, before or after `import dabo_tf`
+(`dabo_tf._register`), so `keras.saving.load_model` reads models that contain them;
+`dabo_tf.load_model(path)` does the same in one call.
 """
 
 import importlib
 
-from dabo_tf import _aliases
+from dabo_tf import _aliases, _register
 
 _aliases.install()
 
@@ -55,16 +56,6 @@ def load_model(path, **kwargs):
     return keras.saving.load_model(path, **kwargs)
 
 
-def _register_if_keras_is_loaded():
-    """With Keras imported already, registering dabo-tf's layers costs little: do it, so that
-    `keras.saving.load_model` finds them after `import keras, dabo_tf`."""
-    import sys
-
-    if "keras" in sys.modules:
-        importlib.import_module("dabo_tf.augment")
-        importlib.import_module("dabo_tf.dabo_model")
-
-
 def __getattr__(name):
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
@@ -78,4 +69,4 @@ def __getattr__(name):
     return value
 
 
-_register_if_keras_is_loaded()
+_register.install()

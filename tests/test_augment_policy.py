@@ -1,6 +1,7 @@
 """Tests of frozen policies: `dabo_tf.policy`."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -176,3 +177,84 @@ def test_fit_modes(mode):
                   run_eagerly=mode == "eager", jit_compile=mode == "xla")
     history = model.fit(images, np.arange(16) % 2, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def _blob(size=24):
+    """A smooth, asymmetric image: a warp's direction and size show in it."""
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1.0)
+    image = np.exp(-((xx - 0.35) ** 2 + (yy - 0.6) ** 2) / 0.02) + 0.5 * np.exp(
+        -((xx - 0.7) ** 2 + (yy - 0.3) ** 2) / 0.01)
+    return np.repeat(image[None, :, :, None], 2, 0).astype("float32")
+
+
+@pytest.mark.parametrize("op, value", [("rotate", 25.0), ("rotate", -40.0), ("scale_x", 1.3),
+                                       ("scale_y", 0.8), ("translate_x", 0.15),
+                                       ("translate_y", -0.2), ("brightness", 0.1),
+                                       ("contrast", 1.4)])
+def test_keras_native_layers_match_the_frozen_policy(op, value):
+    """Each op as Keras' own layer gives dabo-tf's result (a range of one value: exact)."""
+    policy = _policy(**{op: (value, value)})
+    x = _blob()
+    ours = P.policy_to_layers(policy, fill_mode="constant", seed=0)(x, training=True)
+    native = P.policy_to_layers(policy, fill_mode="constant", seed=0, keras_native=True)
+    assert all(type(layer).__module__.startswith("keras.") for layer in native.layers)
+    theirs = native(x, training=True)
+    if op in ("brightness", "contrast"):
+        ours = tf.clip_by_value(ours, 0.0, 1.0)  # Keras clips to the value range
+    np.testing.assert_allclose(theirs, ours, atol=2e-3)
+    np.testing.assert_array_equal(native(x, training=False), x)
+
+
+def test_keras_native_ranges_and_what_has_no_equivalent():
+    policy = _policy(rotate=(-20.0, 20.0), scale_x=(0.8, 1.25), translate_y=(-0.1, 0.1),
+                     flip=(0.5, 0.5))
+    native = P.policy_to_layers(policy, seed=3, keras_native=True)
+    kinds = {type(layer).__name__: layer for layer in native.layers}
+    assert list(kinds) == ["RandomZoom", "RandomRotation", "RandomTranslation", "RandomFlip"]
+    assert kinds["RandomRotation"].factor == pytest.approx((-20 / 360, 20 / 360))
+    assert kinds["RandomZoom"].width_factor == pytest.approx((1 / 1.25 - 1, 1 / 0.8 - 1))
+    assert kinds["RandomZoom"].height_factor == pytest.approx((0.0, 0.0))
+    out = native(_blob(), training=True)
+    assert out.shape == (2, 24, 24, 1) and not np.allclose(out, _blob())
+    assert isinstance(P.policy_to_layers({}, keras_native=True).layers[0],
+                      keras.layers.Identity)
+    for bad, fragment in [(_policy(shear=(-0.2, 0.2)), "shear"),
+                          (_policy(flip=(0.3, 0.3)), "flip with probability 0.3"),
+                          (_policy(contrast=(0.6, 1.1)), "contrast [0.6, 1.1]"),
+                          (_policy(contrast=(0.5, 0.9)), "contrast [0.5, 0.9]")]:
+        with pytest.raises(ValueError, match=r"No Keras equivalent for .*" + re.escape(fragment)):
+            P.policy_to_layers(bad, keras_native=True)
+
+
+LOAD_SCRIPT = """
+import sys
+{imports}
+model = keras.saving.load_model(sys.argv[1])
+import numpy as np
+x = np.random.default_rng(0).random((2, 12, 12, 1)).astype("float32")
+out = model(x, training=True)
+dabo_tf = any(m.startswith("dabo_tf") for m in sys.modules)
+print(type(model.layers[1]).__module__, out.shape, dabo_tf)
+"""
+
+
+@pytest.mark.parametrize("keras_native", [True, False])
+def test_both_kinds_of_frozen_policy_load_in_a_fresh_process(tmp_path, keras_native):
+    import subprocess
+    import sys
+
+    front = P.policy_to_layers(_policy(rotate=(-20.0, 20.0), translate_x=(-0.1, 0.1)), seed=0,
+                               keras_native=keras_native)
+    inputs = keras.Input((12, 12, 1))
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(front(inputs)))
+    path = tmp_path / "model.keras"
+    keras.Model(inputs, outputs).save(path)
+    # Keras' layers need only Keras; dabo-tf's register on `import dabo_tf`, before Keras.
+    imports = "import keras" if keras_native else "import dabo_tf\nimport keras"
+    proc = subprocess.run([sys.executable, "-c", LOAD_SCRIPT.format(imports=imports), str(path)],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    module, shape, dabo_loaded = proc.stdout.strip().splitlines()[-1].rsplit(" ", 2)
+    assert "(2, 3)" in proc.stdout.strip().splitlines()[-1]
+    assert module.startswith("keras.") == keras_native
+    assert dabo_loaded == str(not keras_native)

@@ -7,7 +7,7 @@
 - `learned`: DABO's learned distributions (`LearnedAffine`, `LearnedColor`, `LearnedFlip`,
   `LearnedCutout`, `build_augmenter`); `network`: the paper's noise MLP (`NoiseAugmenter`);
 - `fixed`: fixed-range layers and `FrozenPolicy`; `policy`: the policy format (JSON) and
-  `policy_to_layers`;
+  `policy_to_layers` (dabo-tf's layers, or Keras' own with `keras_native=True`);
 - `hand`: hand-written ops as Keras preprocessing layers; `trivial_augment`: TrivialAugment
   and Keras' RandAugment.
 
@@ -44,8 +44,10 @@ from dabo_tf.augment.ops import (
     cutout_mask,
 )
 from dabo_tf.augment.policy import (
+    KERAS_NATIVE_OPS,
     load_policy,
     policy_from_factors,
+    policy_to_keras_layers,
     policy_to_layers,
     save_policy,
     split_policy,
@@ -55,11 +57,12 @@ from dabo_tf.config import MAGNITUDE_SCALES
 
 __all__ = [
     "AFFINE_OPS", "COLOR_OPS", "CUTOUT_UNIT", "DEFAULT_AFFINE_OPS", "DEFAULT_COLOR_OPS",
-    "DEFAULT_INIT_MAGNITUDE", "FLIP_UNIT", "MAGNITUDE_SCALES", "MAX_MAGNITUDE",
+    "DEFAULT_INIT_MAGNITUDE", "FLIP_UNIT", "KERAS_NATIVE_OPS", "MAGNITUDE_SCALES", "MAX_MAGNITUDE",
     "MIN_LOG_MAGNITUDE", "OPS", "VFLIP_UNIT", "AugmentationLayer", "Augmenter", "FixedAffine",
     "FixedColor", "FixedCutout", "FrozenPolicy", "LearnedAffine", "LearnedColor",
     "LearnedCutout", "LearnedFlip", "MagnitudeRange", "NoiseAugmenter", "TrivialAugment",
     "adjust_color", "as_augment_fn", "build_augmenter", "cutout", "cutout_mask",
-    "hash_uniform", "load_policy", "ops", "policy_from_factors", "policy_to_layers",
+    "hash_uniform", "load_policy", "ops", "policy_from_factors",
+    "policy_to_keras_layers", "policy_to_layers",
     "randaugment_layer", "save_policy", "split_policy", "warp",
 ]

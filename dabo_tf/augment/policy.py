@@ -30,6 +30,7 @@ Extra keys of an op's entry (`mean`, `std`) are ignored.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -160,8 +161,11 @@ def load_policy(path) -> dict:
 
 def policy_to_layers(policy: dict, *, seed=None, fill_mode: str = "reflect",
                      interpolation: str = "bilinear", clip: bool = False,
-                     name: str = "frozen_policy") -> FrozenPolicy:
+                     name: str = "frozen_policy", keras_native: bool = False):
     """Freezes a policy into one Keras augmentation layer (`FrozenPolicy`).
+
+    With `keras_native=True` the layer is made of Keras' own preprocessing layers instead
+    (`policy_to_keras_layers`), so a model that ships it loads with Keras alone.
 
     Args:
         policy: `{op: {"low": ..., "high": ..., "unit": ...}}`, e.g. `augmenter.policy()`,
@@ -171,10 +175,116 @@ def policy_to_layers(policy: dict, *, seed=None, fill_mode: str = "reflect",
         interpolation: `"bilinear"` or `"nearest"`. Defaults to `"bilinear"`.
         clip: clip colour-jittered images to [0, 1]. Defaults to False.
         name: name of the layer.
+        keras_native: build it from Keras' layers (`policy_to_keras_layers`; `clip` is
+            then implied for brightness and contrast, which Keras clips to [0, 1]).
 
     Returns:
-        A `FrozenPolicy` layer that augments when called with `training=True` (as in `fit`)
-        and is the identity otherwise; parts with only identity ranges are skipped.
+        A `FrozenPolicy` layer (or, with `keras_native`, a `keras.Sequential` of Keras
+        layers) that augments when called with `training=True` (as in `fit`) and is the
+        identity otherwise; parts with only identity ranges are skipped.
+
+    Raises:
+        ValueError: a policy value is unusable, or (with `keras_native`) an op has no Keras
+            equivalent.
     """
+    if keras_native:
+        return policy_to_keras_layers(policy, seed=seed, fill_mode=fill_mode,
+                                      interpolation=interpolation, name=name)
     return FrozenPolicy(policy, fill_mode=fill_mode, interpolation=interpolation, clip=clip,
                         seed=seed, name=name)
+
+
+KERAS_NATIVE_OPS = ("rotate", "scale_x", "scale_y", "translate_x", "translate_y", "flip",
+                    "vflip", "brightness", "contrast")
+"""Ops `policy_to_keras_layers` can express with Keras' own layers. Not the others:
+`keras.layers.RandomShear` shears about the image's corner (which also shifts it) and draws a
+random sign; Keras' saturation, perspective and erasing layers are parameterised otherwise;
+its flip has probability 0.5 only."""
+
+
+def policy_to_keras_layers(policy: dict, *, seed=None, fill_mode: str = "reflect",
+                           interpolation: str = "bilinear", fill_value: float = 0.0,
+                           name: str = "frozen_policy"):
+    """The policy as Keras' own preprocessing layers: a model shipping it needs only Keras.
+
+    The same ranges as `FrozenPolicy`, with three differences in the details:
+
+    - geometric ops are applied one after another (`RandomZoom`, then `RandomRotation`, then
+      `RandomTranslation`, the order of `FrozenPolicy`'s single warp), each interpolating;
+    - a scale range `[lo, hi]` becomes Keras' zoom `z` in `[1 / hi - 1, 1 / lo - 1]` drawn
+      uniformly (the content is scaled by `1 / (1 + z)`), where `FrozenPolicy` draws the
+      scale log-uniformly;
+    - `RandomBrightness` and `RandomContrast` clip to `[0, 1]` after each op, and Keras'
+      contrast is about each channel's mean (`FrozenPolicy`: the image's mean; the same for
+      one channel).
+
+    Args:
+        policy: as for `policy_to_layers`; its ops must be in `KERAS_NATIVE_OPS` (a flip's
+            probability 0 or 0.5; a contrast range `[lo, hi]` with `hi >= 1` and
+            `lo + hi >= 2`, e.g. symmetric about 1).
+        seed: base seed; the i-th Keras layer gets `seed + i`.
+        fill_mode, interpolation, fill_value: of the geometric layers.
+        name: name of the `keras.Sequential`.
+
+    Returns:
+        A `keras.Sequential` of Keras layers (a single `keras.layers.Identity` for an
+        identity policy), active only when called with `training=True`.
+
+    Raises:
+        ValueError: an op has no Keras equivalent (the message names each); use
+            `policy_to_layers(policy)` (dabo-tf's layers, registered by `import dabo_tf`)
+            or leave those ops out of the policy.
+    """
+    import keras
+
+    geometric, color, erasing = split_policy(policy)
+    unsupported = [op for op in [*geometric, *color, *erasing] if op not in KERAS_NATIVE_OPS]
+    for op in ("flip", "vflip"):
+        if op in geometric and geometric[op] != (0.5, 0.5):
+            unsupported.append(f"{op} with probability {sum(geometric[op]) / 2:g} (Keras "
+                               "flips with probability 0.5)")
+    if "contrast" in color:
+        lo, hi = color["contrast"]
+        if hi < 1.0 or lo + hi < 2.0 - 1e-9:
+            unsupported.append(f"contrast [{lo:g}, {hi:g}] (Keras' RandomContrast draws "
+                               "factors 1 - a .. 1 + b, and sorts a <= b: a range must reach "
+                               "1 and be centred at 1 or above)")
+    if unsupported:
+        raise ValueError(f"No Keras equivalent for {', '.join(map(str, unsupported))}. Use "
+                         "policy_to_layers(policy) without keras_native (dabo-tf's layers; "
+                         "loading the model then needs `import dabo_tf`), or leave those ops "
+                         f"out of the policy. Keras-native ops: {list(KERAS_NATIVE_OPS)}. "
+                         f"Received: policy ops {list(policy)}")
+    count = itertools.count()
+
+    def seed_of():
+        return None if seed is None else int(seed) + next(count)
+
+    geo = dict(fill_mode=fill_mode, interpolation=interpolation, fill_value=fill_value)
+    layers = []
+    if "scale_x" in geometric or "scale_y" in geometric:
+        def zoom(op):
+            lo, hi = geometric.get(op, (1.0, 1.0))
+            return (1.0 / hi - 1.0, 1.0 / lo - 1.0)
+
+        layers.append(keras.layers.RandomZoom(zoom("scale_y"), zoom("scale_x"), seed=seed_of(),
+                                              **geo))
+    if "rotate" in geometric:
+        lo, hi = geometric["rotate"]
+        layers.append(keras.layers.RandomRotation((lo / 360.0, hi / 360.0), seed=seed_of(),
+                                                  **geo))
+    if "translate_x" in geometric or "translate_y" in geometric:
+        layers.append(keras.layers.RandomTranslation(
+            geometric.get("translate_y", (0.0, 0.0)), geometric.get("translate_x", (0.0, 0.0)),
+            seed=seed_of(), **geo))
+    for op, mode in (("flip", "horizontal"), ("vflip", "vertical")):
+        if op in geometric:
+            layers.append(keras.layers.RandomFlip(mode, seed=seed_of()))
+    if "brightness" in color:
+        layers.append(keras.layers.RandomBrightness(color["brightness"], value_range=(0, 1),
+                                                    seed=seed_of()))
+    if "contrast" in color:
+        lo, hi = color["contrast"]
+        layers.append(keras.layers.RandomContrast((min(1.0 - lo, hi - 1.0), hi - 1.0),
+                                                  value_range=(0, 1), seed=seed_of()))
+    return keras.Sequential(layers or [keras.layers.Identity()], name=name)
