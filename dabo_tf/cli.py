@@ -195,6 +195,8 @@ def _main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # e.g. TFDS' INFO lines before an error
     _start_tensorflow_quietly()
+    import tensorflow as tf
+
     from dabo_tf import data, train
 
     workdir = None
@@ -208,6 +210,11 @@ def _main(argv):
         summary = train.run(config, workdir, resume=FLAGS.resume, overwrite=FLAGS.overwrite)
     except (UserError, train.ConfigError, data.DataUnavailableError) as e:
         _fail(str(e))
+    except tf.errors.UnavailableError as e:  # a worker of a multi-worker cluster went away
+        cause = str(e.message).strip().splitlines()[0][:200]
+        _fail(f"Another worker of the cluster stopped responding ({cause}). Restart every "
+              f"worker (the same TF_CONFIG) with: {_program()} --resume "
+              f"--output_dir={workdir}", 1)
     except OSError as e:  # a full disk, a folder made read-only during the run...
         where = f" writing {e.filename}" if e.filename else ""
         advice = ("Free some space, then" if e.errno in (errno.ENOSPC, errno.EDQUOT)

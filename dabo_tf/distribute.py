@@ -26,6 +26,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             raise ConfigError("distribute=multi_worker needs the TF_CONFIG environment variable "
                               "describing the cluster (see tf.distribute.MultiWorkerMirrored"
                               "Strategy). Received: distribute='multi_worker'")
+        from dabo_tf import keras_compat
+
+        keras_compat.build_from_local_batch_under_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"distribute must be one of {list(DISTRIBUTE)}. "
                       f"Received: distribute={name!r}")

@@ -127,3 +127,60 @@ def release_traced_gradients():
             for name in [k for k in registry if k not in before]:
                 if name.startswith("CustomGradient-"):
                     registry.pop(name, None)
+
+
+def build_from_local_batch_under_multi_worker():
+    """Makes Keras' `fit` build its metrics from one replica's first batch.
+
+    `TensorFlowTrainer._maybe_symbolic_build` (Keras 3.15) averages the whole nested first
+    batch with `strategy.reduce("MEAN", batch)` only to learn its shapes. Under
+    `MultiWorkerMirroredStrategy` the collective reduce takes one `PerReplica` at a time, so
+    every `fit` fails ("Attempt to convert a value (PerReplica:...) ... to a Tensor"). The
+    local values of the first replica have the shapes the build needs. Patched once, for
+    every model in the process (plain Keras models and `DaboModel` alike); called by
+    `dabo_tf.distribute.make_strategy("multi_worker")`.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    cls = trainer.TensorFlowTrainer
+    original = cls._maybe_symbolic_build
+    if getattr(original, "_uses_local_batch", False):
+        return
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or iterator is None or data_batch is not None:
+            return original(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            break
+        local = tf.nest.map_structure(
+            lambda v: (strategy.experimental_local_results(v)[0]
+                       if isinstance(v, tf.distribute.DistributedValues) else v), batch)
+        return original(self, data_batch=local)
+
+    _maybe_symbolic_build._uses_local_batch = True
+    cls._maybe_symbolic_build = _maybe_symbolic_build
+
+    # `reduce_per_replica` (called by the train, test and predict functions with
+    # reduction="auto", i.e. "mean") averages each step's scalar logs across workers with
+    # `strategy.reduce("MEAN", v, axis=0)`, which fails on a scalar ("Invalid reduction
+    # dimension 0 for input with 0 dimensions"). The mean over replicas is
+    # `axis=None`; other values keep Keras' reduction.
+    reduce = trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(
+                strategy):
+            def mean(v):
+                local = strategy.experimental_local_results(v)
+                if all(getattr(t, "shape", None) is not None and t.shape.rank == 0
+                       for t in local):
+                    return strategy.reduce("MEAN", v, axis=None)
+                return reduce(v, strategy, reduction)
+
+            return tf.nest.map_structure(mean, values)
+        return reduce(values, strategy, reduction)
+
+    trainer.reduce_per_replica = reduce_per_replica

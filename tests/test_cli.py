@@ -320,3 +320,58 @@ def test_flag_precedence(tmp_path):
     assert config.model == "tiny_cnn" and config.jit_compile is True
     config, _, _ = resolve("--experiment=digits:smoke")
     assert config.jit_compile is None and config.mixed_precision is None
+
+
+def _workers(tmp_path, *args):
+    """Two `run.py` workers of a MultiWorkerMirroredStrategy cluster on 127.0.0.1."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    return [subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "--distribute=multi_worker", *args,
+         f"--output_dir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=dict(_env(), TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": i}})))
+        for i in range(2)]
+
+
+def test_multi_worker_run_and_a_killed_worker(tmp_path):
+    """Two workers finish one run, written by the chief only; when a worker is killed, the
+    other ends (no hang) with one message saying how to resume."""
+    import time
+
+    procs = _workers(tmp_path / "a", *TINY)
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    metrics = json.loads((tmp_path / "a" / "run" / "metrics.json").read_text())
+    assert metrics["num_replicas"] == 2 and metrics["config"]["distribute"] == "multi_worker"
+    assert sorted(os.listdir(tmp_path / "a")) == ["run"]  # the other worker's folder is gone
+    assert "the chief wrote the run to" in outs[1][0]
+
+    procs = _workers(tmp_path / "b", *TINY, "--epochs=400", "--verbose=2")
+    history = tmp_path / "b" / "run" / "history.csv"
+    try:
+        deadline = time.monotonic() + 240
+        while not (history.is_file() and len(history.read_text().splitlines()) > 2):
+            assert time.monotonic() < deadline and procs[0].poll() is None, "no epoch"
+            time.sleep(0.5)
+        procs[1].kill()
+        _, err = procs[0].communicate(timeout=180)  # ends: no hang
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[0].returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert "Another worker of the cluster stopped responding" in last and "--resume" in last
+    assert "Traceback" not in err
+    assert (tmp_path / "b" / "run" / "backup").is_dir()  # kept for --resume

@@ -456,6 +456,73 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+MULTI_WORKER = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    import keras
+    sys.path.insert(0, {tests!r})
+    from test_dabo_model import LOSS, dabo_model, stream, tiny_classifier
+    from dabo_tf import distribute
+
+    def run(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = dabo_model(tiny_classifier(batchnorm=False))
+            model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=LOSS,
+                          augmenter_optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
+        history = model.fit(stream(n=48, batch_size=16), epochs=2, verbose=0)
+        return {{"history": {{k: [float(v) for v in vs] for k, vs in history.history.items()}},
+                "augmenter": [w.numpy().tolist() for w in model.augmenter.trainable_weights],
+                "classifier": [w.numpy().tolist() for w in model.classifier.weights]}}
+
+    if sys.argv[1] == "single":
+        result = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    else:
+        result = run(distribute.make_strategy("multi_worker"))
+    print("RESULT" + json.dumps(result))
+""")
+
+
+def test_multi_worker_matches_single_device(tmp_path):
+    """Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, one CPU replica
+    each) train as one process does on the same global batch."""
+    import json
+    import socket
+
+    script = tmp_path / "multi_worker.py"
+    script.write_text(MULTI_WORKER.format(tests=os.path.dirname(__file__)))
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = [subprocess.Popen(
+        [sys.executable, str(script), "worker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": i}})))
+        for i in range(2)]
+    single = subprocess.run([sys.executable, str(script), "single"], capture_output=True,
+                            text=True, timeout=300)
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert single.returncode == 0, single.stderr[-3000:]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    single = json.loads(single.stdout.split("RESULT", 1)[1])
+    for out, _ in outs:
+        worker = json.loads(out.split("RESULT", 1)[1])
+        for key in ("loss", "lookahead_val_loss", "hypergrad_norm"):
+            np.testing.assert_allclose(worker["history"][key], single["history"][key],
+                                       rtol=1e-4, err_msg=key)
+        for a, b in zip(worker["augmenter"] + worker["classifier"],
+                        single["augmenter"] + single["classifier"]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_fit_takes_what_keras_users_pass_and_names_the_right_call():
     x, y = batch(48, seed=3)
     xv, yv = batch(16, seed=4)

@@ -285,7 +285,8 @@ def worker_workdir(strategy: tf.distribute.Strategy, workdir) -> pathlib.Path:
     """`workdir` for the chief (or without a cluster); `<workdir>.<task>-<id>` otherwise.
 
     Under `MultiWorkerMirroredStrategy` every worker trains and saves, but only the chief
-    writes the run's folder; the others keep their own (for their `BackupAndRestore` state).
+    writes the run's folder; the others keep their own for their `BackupAndRestore` state
+    (`--resume` after a worker failed), removed when the run has finished.
     """
     workdir = pathlib.Path(workdir)
     resolver = getattr(strategy, "cluster_resolver", None)

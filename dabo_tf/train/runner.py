@@ -10,6 +10,7 @@ What a run leaves in `workdir` is described in `dabo_tf.train.rundir`.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import time
 
@@ -43,6 +44,9 @@ def run(config: Config, workdir, *, resume: bool = False, overwrite: bool = Fals
                 f"{result['trials_run']} trial(s) of the search in {result['project_dir']}; "
                 f"the chief retrains and evaluates the best policy in {workdir}.")
     metrics = train_and_evaluate(config, workdir, resume=resume, overwrite=overwrite)
+    if "worker_of" in metrics:
+        return (f"Worker finished (test accuracy {metrics['test_accuracy']:.2%}); the chief "
+                f"wrote the run to {metrics['worker_of']}.")
     return report.format_summary(metrics, rundir.read_policy(workdir), workdir)
 
 
@@ -100,7 +104,7 @@ def train_and_evaluate(config: Config, workdir, *, resume: bool = False,
     config = check_config(config)
     runner = get_runner(config.mode)
     strategy = distribute.make_strategy(config.distribute)
-    workdir = rundir.worker_workdir(strategy, workdir)
+    requested, workdir = workdir, rundir.worker_workdir(strategy, workdir)
     # Everything that can be checked is, before data loads and before a folder is touched.
     rundir.check_workdir(workdir, resume=resume, overwrite=overwrite)
     if resume:
@@ -148,4 +152,9 @@ def train_and_evaluate(config: Config, workdir, *, resume: bool = False,
     }
     rundir.write_json(workdir / "metrics.json", metrics)
     shutil.rmtree(workdir / "backup", ignore_errors=True)
+    if workdir != pathlib.Path(requested):
+        # A non-chief worker of a multi-worker run: it saved too (saving can need every
+        # worker), into its own folder, which the finished run no longer needs.
+        shutil.rmtree(workdir, ignore_errors=True)
+        metrics["worker_of"] = str(requested)
     return metrics
