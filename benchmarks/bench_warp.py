@@ -5,9 +5,10 @@
 Batch 256 of 32x32x3 float32 images, random affine+projective transforms, bilinear, reflect.
 Rows: the raw TF op (eager-compiled graph; it has no XLA kernel and no transform gradient),
 `projective_warp` in a `tf.function`, and `projective_warp` under XLA; forward, and forward +
-backward (gradient w.r.t. images for the raw op, w.r.t. images and transforms for ours).
-Ratios are to the raw op's forward, measured in the same run (absolute times depend on the
-machine; ratios much less).
+backward: w.r.t. images for the raw op (its only gradient); for ours w.r.t. the transforms
+only (what DABO needs: the source images are constants) and w.r.t. images and transforms.
+Ratios are to the raw op's forward+backward, measured in the same run, every row timed in
+turn (absolute times depend on the machine; ratios much less).
 """
 
 import argparse
@@ -19,16 +20,19 @@ import tensorflow as tf
 from dabo_tf.augment import warp
 
 
-def timed(fn, *args, repeats):
-    fn(*args)  # trace / compile
-    fn(*args)
-    times = []
+def timed_round_robin(fns, *args, repeats):
+    """Median seconds per call of each function, timed in turn (one call of each per
+    round), so that a slow spell of a shared machine falls on all rows alike."""
+    for fn in fns:
+        fn(*args)  # trace / compile
+        fn(*args)
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn(*args)
-        tf.nest.map_structure(lambda t: t.numpy(), out)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for fn, row in zip(fns, times):
+            start = time.perf_counter()
+            tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+            row.append(time.perf_counter() - start)
+    return [float(np.median(row)) for row in times]
 
 
 def main():
@@ -55,31 +59,33 @@ def main():
     def ours(a, t):
         return warp.projective_warp(a, t)
 
-    def with_grad(f, wrt_transforms):
+    def with_grad(f, wrt):
         def g(a, t):
             with tf.GradientTape() as tape:
                 tape.watch([a, t])
                 loss = tf.reduce_sum(f(a, t) ** 2)
-            return tape.gradient(loss, [a, t] if wrt_transforms else a)
+            return tape.gradient(loss, {"images": a, "transforms": t, "both": [a, t]}[wrt])
         return g
 
-    rows = [
-        ("raw op (graph)", tf.function(raw), tf.function(with_grad(raw, False))),
-        ("projective_warp (graph)", tf.function(ours), tf.function(with_grad(ours, True))),
-        ("projective_warp (XLA)", tf.function(ours, jit_compile=True),
-         tf.function(with_grad(ours, True), jit_compile=True)),
-    ]
-    results = []
-    for name, fwd, bwd in rows:
-        results.append((name, timed(fwd, images, transforms, repeats=args.repeats),
-                        timed(bwd, images, transforms, repeats=args.repeats)))
-    base = results[0][1]
-    print(f"batch {n} of {s}x{s}x3, median of {args.repeats}; ratio = speed / raw op forward")
-    print("| implementation | forward img/s | ratio | fwd+bwd img/s | ratio |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, f, b in results:
-        print(f"| {name} | {n / f:,.0f} | {base / f:.2f}x | {n / b:,.0f} | {base / b:.2f}x |")
-    print("(raw op fwd+bwd: gradient w.r.t. images only; it has none for transforms)")
+    rows = [("raw op (graph)", "forward", tf.function(raw)),
+            ("raw op (graph)", "fwd+bwd w.r.t. images", tf.function(with_grad(raw, "images")))]
+    for label, jit in (("graph", False), ("XLA", True)):
+        name = f"projective_warp ({label})"
+        rows += [(name, "forward", tf.function(ours, jit_compile=jit)),
+                 (name, "fwd+bwd w.r.t. transforms",
+                  tf.function(with_grad(ours, "transforms"), jit_compile=jit)),
+                 (name, "fwd+bwd w.r.t. images and transforms",
+                  tf.function(with_grad(ours, "both"), jit_compile=jit))]
+    seconds = timed_round_robin([fn for _, _, fn in rows], images, transforms,
+                                repeats=args.repeats)
+    results = [(name, what, t) for (name, what, _), t in zip(rows, seconds)]
+    base = results[1][2]
+    print(f"batch {n} of {s}x{s}x3, median of {args.repeats}; ratio = speed / raw op's "
+          "forward+backward")
+    print("| implementation | pass | img/s | ratio |")
+    print("| --- | --- | ---: | ---: |")
+    for name, what, seconds in results:
+        print(f"| {name} | {what} | {n / seconds:,.0f} | {base / seconds:.2f}x |")
 
 
 if __name__ == "__main__":
