@@ -13,6 +13,20 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+def free_ports(n=1):
+    """`n` TCP ports free on 127.0.0.1 now (for servers a test starts: TensorBoard, workers)."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import keras

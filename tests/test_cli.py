@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT
+from conftest import ROOT, free_ports
 from figures import assert_png
 
 from dabo_tf import cli as cli_module
@@ -132,14 +132,11 @@ def test_mode_none_end_to_end(none_run):
 def test_tensorboard_shows_the_profile(none_run):
     """A real TensorBoard on a run's logs (127.0.0.1) lists the Profile tab and the trace."""
     import gzip
-    import socket
     import time
     import urllib.request
 
     workdir, _ = none_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port, = free_ports()
     board = subprocess.Popen([sys.executable, "-m", "tensorboard.main",
                               f"--logdir={workdir / 'logs'}", "--host=127.0.0.1", f"--port={port}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -324,14 +321,7 @@ def test_flag_precedence(tmp_path):
 
 def _workers(tmp_path, *args):
     """Two `run.py` workers of a MultiWorkerMirroredStrategy cluster on 127.0.0.1."""
-    import socket
-
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     return [subprocess.Popen(
         [sys.executable, str(ROOT / "run.py"), "--distribute=multi_worker", *args,
          f"--output_dir={tmp_path / 'run'}"], cwd=ROOT, stdout=subprocess.PIPE,

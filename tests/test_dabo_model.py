@@ -411,54 +411,11 @@ def test_save_and_load_keras_file(tmp_path):
 
 DISTRIBUTED = textwrap.dedent("""
     import json, sys
-    import numpy as np
     import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-    sys.path.insert(0, {tests!r})
-    from test_dabo_model import LOSS, dabo_model, stream, tiny_classifier
-
-    def run(strategy):
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            model = dabo_model(tiny_classifier(batchnorm=False))
-            model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=LOSS,
-                          augmenter_optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
-        history = model.fit(stream(n=48, batch_size=16), epochs=2, verbose=0)
-        return {{"history": {{k: [float(v) for v in vs] for k, vs in history.history.items()}},
-                "augmenter": [w.numpy().tolist() for w in model.augmenter.trainable_weights],
-                "classifier": [w.numpy().tolist() for w in model.classifier.weights]}}
-
-    single = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    mirrored = run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-    print("RESULT" + json.dumps({{"single": single, "mirrored": mirrored}}))
-""")
-
-
-def test_mirrored_strategy_matches_single_device(tmp_path):
-    script = tmp_path / "distributed.py"
-    script.write_text(DISTRIBUTED.format(tests=os.path.dirname(__file__)))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
-    result = json.loads(proc.stdout.split("RESULT", 1)[1])
-    single, mirrored = result["single"], result["mirrored"]
-    for key in ("loss", "lookahead_val_loss", "hypergrad_norm"):
-        np.testing.assert_allclose(mirrored["history"][key], single["history"][key],
-                                   rtol=1e-4, err_msg=key)
-    for a, b in zip(mirrored["augmenter"], single["augmenter"]):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    assert max(np.abs(np.array(a)).max() for a in single["augmenter"]) > 1e-3
-    for a, b in zip(mirrored["classifier"], single["classifier"]):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-
-
-MULTI_WORKER = textwrap.dedent("""
-    import json, sys
-    import tensorflow as tf
+    if sys.argv[1] == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     sys.path.insert(0, {tests!r})
     from test_dabo_model import LOSS, dabo_model, stream, tiny_classifier
@@ -475,28 +432,46 @@ MULTI_WORKER = textwrap.dedent("""
                 "augmenter": [w.numpy().tolist() for w in model.augmenter.trainable_weights],
                 "classifier": [w.numpy().tolist() for w in model.classifier.weights]}}
 
-    if sys.argv[1] == "single":
-        result = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
-    else:
-        result = run(distribute.make_strategy("multi_worker"))
+    single = lambda: run(tf.distribute.OneDeviceStrategy("/cpu:0"))  # noqa: E731
+    result = {{"mirrored": lambda: {{
+                   "single": single(),
+                   "mirrored": run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))}},
+               "single": single,
+               "worker": lambda: run(distribute.make_strategy("multi_worker"))}}[sys.argv[1]]()
     print("RESULT" + json.dumps(result))
 """)
+
+
+def _assert_same_training(got, want):
+    for key in ("loss", "lookahead_val_loss", "hypergrad_norm"):
+        np.testing.assert_allclose(got["history"][key], want["history"][key], rtol=1e-4,
+                                   err_msg=key)
+    for a, b in zip(got["augmenter"] + got["classifier"], want["augmenter"] + want["classifier"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert max(np.abs(np.array(a)).max() for a in want["augmenter"]) > 1e-3
+
+
+def test_mirrored_strategy_matches_single_device(tmp_path):
+    script = tmp_path / "distributed.py"
+    script.write_text(DISTRIBUTED.format(tests=os.path.dirname(__file__)))
+    proc = subprocess.run([sys.executable, str(script), "mirrored"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+    result = json.loads(proc.stdout.split("RESULT", 1)[1])
+    _assert_same_training(result["mirrored"], result["single"])
 
 
 def test_multi_worker_matches_single_device(tmp_path):
     """Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy, one CPU replica
     each) train as one process does on the same global batch."""
     import json
-    import socket
 
-    script = tmp_path / "multi_worker.py"
-    script.write_text(MULTI_WORKER.format(tests=os.path.dirname(__file__)))
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    from conftest import free_ports
+
+    script = tmp_path / "distributed.py"
+    script.write_text(DISTRIBUTED.format(tests=os.path.dirname(__file__)))
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = [subprocess.Popen(
         [sys.executable, str(script), "worker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=dict(os.environ, TF_CONFIG=json.dumps(
@@ -514,13 +489,7 @@ def test_multi_worker_matches_single_device(tmp_path):
         assert p.returncode == 0, err[-3000:]
     single = json.loads(single.stdout.split("RESULT", 1)[1])
     for out, _ in outs:
-        worker = json.loads(out.split("RESULT", 1)[1])
-        for key in ("loss", "lookahead_val_loss", "hypergrad_norm"):
-            np.testing.assert_allclose(worker["history"][key], single["history"][key],
-                                       rtol=1e-4, err_msg=key)
-        for a, b in zip(worker["augmenter"] + worker["classifier"],
-                        single["augmenter"] + single["classifier"]):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        _assert_same_training(json.loads(out.split("RESULT", 1)[1]), single)
 
 
 def test_fit_takes_what_keras_users_pass_and_names_the_right_call():

@@ -203,13 +203,10 @@ def test_trials_do_not_leak_memory(tmp_path):
 def test_distributed_search_chief_and_two_workers(tmp_path):
     """The module docstring's commands, run: a chief and two workers on 127.0.0.1."""
     import re
-    import socket
 
-    from conftest import ROOT
+    from conftest import ROOT, free_ports
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port, = free_ports()
     workdir = tmp_path / "run"
     command = [sys.executable, str(ROOT / "run.py"), "--experiment=digits:smoke", "--mode=tuner",
                "--trials=3", f"--output_dir={workdir}"]
