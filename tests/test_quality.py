@@ -76,3 +76,20 @@ def test_jobs_and_arguments():
     config = quality._config("digits100", "paper_step", trials=3)
     assert (config.train_size, config.batch_size, config.normalize_lookahead, config.trials,
             config.fill_mode) == (100, 16, False, 3, "constant")
+
+
+def test_gpu_benchmarks_say_there_is_no_gpu_and_exit_0():
+    """`benchmarks/gpu.sh` on a machine without a GPU (CUDA hidden): one line, exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "TensorFlow sees no GPU on this machine; nothing to measure" in proc.stdout
+    assert "Warp" not in proc.stdout and "batch 256" not in proc.stdout  # nothing ran
