@@ -63,6 +63,17 @@ def _map_coordinate(coord, size, fill_mode):
     return tf.clip_by_value(out, 0.0, upper)
 
 
+def _pixel(yi, xi, base, h, w, infinite):
+    """`(inside, index)` of the pixels at integer-valued float coordinates `yi`, `xi`
+    (`[N, P]`): whether each lies in the image (reads outside give `fill_value`) and its row
+    in the `[N*H*W, C]` flattened images (clamped, so the gather stays in bounds)."""
+    w_f, h_f = tf.cast(w, xi.dtype), tf.cast(h, xi.dtype)
+    inside = (xi >= 0.0) & (xi < w_f) & (yi >= 0.0) & (yi < h_f) & ~infinite
+    index = base + (tf.cast(tf.clip_by_value(yi, 0.0, h_f - 1.0), tf.int32) * w
+                    + tf.cast(tf.clip_by_value(xi, 0.0, w_f - 1.0), tf.int32))
+    return inside, index
+
+
 def _bilinear(flat, x, y, base, h, w, fill, infinite):
     """Bilinear samples `[N, P, C]` of `flat` (`[N*H*W, C]` images) at coordinates `x`, `y`
     (`[N, P]`, already mapped by the fill mode), with a hand-written gradient.
@@ -75,16 +86,10 @@ def _bilinear(flat, x, y, base, h, w, fill, infinite):
     pruned from the graph.
     """
     n_pixels = tf.shape(flat)[0]
-    w_f, h_f = tf.cast(w, x.dtype), tf.cast(h, x.dtype)
     x0, y0 = tf.math.floor(x), tf.math.floor(y)
     fx, fy = x - x0, y - y0
-    corners = []
-    for dy, dx in ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0)):
-        xi, yi = x0 + dx, y0 + dy
-        inside = (xi >= 0.0) & (xi < w_f) & (yi >= 0.0) & (yi < h_f) & ~infinite
-        index = base + (tf.cast(tf.clip_by_value(yi, 0.0, h_f - 1.0), tf.int32) * w
-                        + tf.cast(tf.clip_by_value(xi, 0.0, w_f - 1.0), tf.int32))
-        corners.append((inside, index))
+    corners = [_pixel(y0 + dy, x0 + dx, base, h, w, infinite)
+               for dy, dx in ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0))]
 
     @tf.custom_gradient
     def sample(flat, x, y):
@@ -179,23 +184,15 @@ def projective_warp(
 
     flat = tf.reshape(work, [-1, c])  # [N*H*W, C]
     base = tf.range(n)[:, None] * (h * w)  # [N, 1]
-    w_f = tf.cast(w, cdtype)
-    h_f = tf.cast(h, cdtype)
     fill = tf.cast(fill_value, work.dtype)
-
-    def read(yi, xi):
-        """Gathers pixels at integer-valued float coords; `fill_value` outside the image."""
-        inside = (xi >= 0.0) & (xi < w_f) & (yi >= 0.0) & (yi < h_f) & ~infinite
-        xc = tf.cast(tf.clip_by_value(xi, 0.0, w_f - 1.0), tf.int32)
-        yc = tf.cast(tf.clip_by_value(yi, 0.0, h_f - 1.0), tf.int32)
-        values = tf.gather(flat, base + yc * w + xc)  # [N, P, C]
-        return tf.where(inside[..., None], values, fill)
 
     if interpolation == "nearest":
         # std::round rounds halves away from zero.
         xr = tf.sign(x) * tf.math.floor(tf.abs(x) + 0.5)
         yr = tf.sign(y) * tf.math.floor(tf.abs(y) + 0.5)
-        out = read(tf.stop_gradient(yr), tf.stop_gradient(xr))
+        inside, index = _pixel(tf.stop_gradient(yr), tf.stop_gradient(xr), base, h, w,
+                               infinite)
+        out = tf.where(inside[..., None], tf.gather(flat, index), fill)  # [N, P, C]
     else:
         out = _bilinear(flat, x, y, base, h, w, fill, infinite)
 

@@ -5,8 +5,9 @@ What a run leaves in `workdir`:
 * `config.json`: the resolved `Config` (written first; `run.py --resume` reads it back) and
   the data's `class_names` (`DATA_KEYS`: facts of the data, not settings).
 * `saved_model/`: a TF SavedModel loadable without dabo-tf (`export_classifier`): endpoints
-  and signatures `serve` (= `serving_default`, float32 images in `[0, 1]`) and `serve_uint8`
-  (uint8 in `[0, 255]`), returning `logits`, `probabilities`, `class_id`, `class_name`.
+  and signatures `serve` (= `serving_default`, float32 images in `[0, 1]`), `serve_uint8`
+  (uint8 in `[0, 255]`) and `serve_bytes` (encoded image files), returning `logits`,
+  `probabilities`, `class_id`, `class_name`.
 * `classifier.keras`: the trained classifier; mode dabo also saves `dabo.keras`, the whole
   `DaboModel` (load either with `dabo_tf.load_model(path)`, which registers dabo-tf's layers).
 * `policy.json`: the augmentation in human units (`augmenter.policy()`, the hand policy, or
