@@ -14,17 +14,32 @@ import pytest  # noqa: E402
 
 
 def free_ports(n=1):
-    """`n` TCP ports free on 127.0.0.1 now (for servers a test starts: TensorBoard, workers)."""
+    """`n` TCP ports free on 127.0.0.1 now (for servers a test starts: TensorBoard, workers).
+
+    Taken below the kernel's ephemeral range: a port the kernel hands out (`bind(0)`) can be
+    taken again by any outgoing connection (one worker dialling another) before the server
+    meant for it binds it.
+    """
+    import random
     import socket
 
-    sockets = [socket.socket() for _ in range(n)]
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    rng, ports = random.Random(), []
+    while len(ports) < n:
+        port = rng.randrange(10000, max(ephemeral, 10001))
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 @pytest.fixture(autouse=True)

@@ -353,7 +353,9 @@ def test_multi_worker_run_and_a_killed_worker(tmp_path):
     try:
         deadline = time.monotonic() + 240
         while not (history.is_file() and len(history.read_text().splitlines()) > 2):
-            assert time.monotonic() < deadline and procs[0].poll() is None, "no epoch"
+            if procs[0].poll() is not None or time.monotonic() > deadline:
+                procs[1].kill()
+                pytest.fail("no epoch: " + procs[0].communicate(timeout=60)[1][-3000:])
             time.sleep(0.5)
         procs[1].kill()
         _, err = procs[0].communicate(timeout=180)  # ends: no hang
