@@ -31,6 +31,8 @@ TUNERS = ("random", "bayesian", "hyperband")
 MIXED_PRECISION = (None, "mixed_float16", "mixed_bfloat16")
 HYPERGRADIENT_DTYPES = ("float32", "policy")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
+DATA_LOADINGS = ("auto", "memory", "stream")
+"""How images reach the model: decoded once into memory, or read and decoded per step."""
 
 
 class ConfigError(ValueError):
@@ -80,6 +82,13 @@ class Config:
         "Use a class-balanced random subset of this many training images (before the "
         "validation split). Default: all.",
         lower_bound=1)
+    data_loading: str = field(
+        "auto",
+        "memory: decode every image once into one uint8 array (fast, for data that fits); "
+        "stream: read, decode and resize images per step with tf.data (folders and TFDS "
+        "data sets of any size); auto: stream when the decoded images would take more "
+        "than a quarter of the available memory.",
+        choices=DATA_LOADINGS)
     # A known shift of the validation and test splits (e.g. "rotate:40"; "" none).
     eval_shift: str = field(
         "",
@@ -371,6 +380,9 @@ def check_config(config: Config) -> Config:
          "augmenter_warmup")
     fail(not 0.0 <= config.augmenter_init_magnitude <= 0.5,
          "augmenter_init_magnitude must be in [0, 0.5]", "augmenter_init_magnitude")
+    fail(config.data_loading == "stream" and bool(str(config.eval_shift).strip()),
+         "eval_shift transforms in-memory splits: it needs data_loading memory or auto",
+         "data_loading")
     fail(config.mode == "dabo" and config.val_fraction <= 0 and config.dataset != "folder",
          "mode dabo needs a validation split: set val_fraction > 0", "val_fraction")
     for name in ("lr", "augmenter_lr"):

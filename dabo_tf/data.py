@@ -20,6 +20,13 @@ out of the training data (`val_fraction`, stratified, from `seed`). With `train_
 stratified random subset of N training images is taken first and then split into train and
 validation (as in the DABO paper's code: subset of N, then 80/20).
 
+Loading (`loading`): `"memory"` decodes every image once into uint8 arrays (`DataSplits`), the
+fast path for data that fits; `"stream"` keeps only file lists or TFDS split strings and
+reads, decodes and resizes images per step in `tf.data` (`dabo_tf.streaming.StreamedSplits`),
+for data of any size; `"auto"` (the default) streams when the decoded images would take more
+than a quarter of the available memory. Both give the same interface: `sizes`,
+`dataset(split, batch_size, training=...)`, `sample_images(n)`.
+
 Known shifts (`eval_shift`): the validation and test splits, not the training split, can be
 transformed by a random rotation, translation or scale of known range (`apply_shift`). The
 right augmentation of such a task is known, so what a method learns can be scored against it.
@@ -39,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from dabo_tf.augment import warp
+from dabo_tf.config import DATA_LOADINGS
 
 DATASETS = {
     "digits": "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes), "
@@ -61,9 +69,41 @@ class DataUnavailableError(Exception):
     """A data set could not be loaded; the message says which one and how to provide it."""
 
 
+class Splits:
+    """What every split holder offers (`DataSplits` in memory, `StreamedSplits` streamed).
+
+    Subclasses have `name`, `num_classes`, `class_names`, `image_shape`, `mean`, `std`, and
+    implement `sizes`, `dataset` and `_head` (the first training images, for figures).
+    """
+
+    streaming = False
+
+    def summary(self):
+        """One-line description, e.g. `digits: 1006 train / 252 val / 539 test, ...`."""
+        s = self.sizes
+        shape = "x".join(str(d) for d in self.image_shape)
+        how = ", streamed" if self.streaming else ""
+        return (f"{self.name}: {s['train']} train / {s['val']} val / {s['test']} test, "
+                f"images {shape}, {self.num_classes} classes{how}")
+
+    def sample_images(self, n: int = 6) -> np.ndarray:
+        """Up to `n` training images of different classes (the first of each) for figures,
+        float32 `[n, H, W, C]` in `[0, 1]`."""
+        x, y = self._head()
+        return np.asarray(x)[first_of_each_class(y, n)].astype(np.float32) / 255.0
+
+
+def first_of_each_class(y, n):
+    """Indices of up to `n` examples: the first of each class, then the next ones in order."""
+    y = np.asarray(y)
+    first = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
+    taken = set(first)
+    return (first + [i for i in range(len(y)) if i not in taken])[:n]
+
+
 @dataclasses.dataclass
-class DataSplits:
-    """Train/validation/test splits of one data set (images uint8 `[N, H, W, C]`)."""
+class DataSplits(Splits):
+    """Train/validation/test splits of one data set in memory (images uint8 `[N, H, W, C]`)."""
 
     name: str
     x_train: np.ndarray = dataclasses.field(repr=False)
@@ -83,16 +123,23 @@ class DataSplits:
         """Dict with the number of `train`, `val` and `test` examples."""
         return dict(train=len(self.y_train), val=len(self.y_val), test=len(self.y_test))
 
-    def summary(self):
-        """One-line description, e.g. `digits: 1006 train / 252 val / 539 test, ...`."""
-        s = self.sizes
-        shape = "x".join(str(d) for d in self.image_shape)
-        return (f"{self.name}: {s['train']} train / {s['val']} val / {s['test']} test, "
-                f"images {shape}, {self.num_classes} classes")
+    def arrays(self, split):
+        """`(images, labels)` of `split` (`"train"`, `"val"` or `"test"`)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test'. Received: split={split!r}")
+        return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+    def dataset(self, split, batch_size, *, training, seed=0, drop_remainder=None):
+        """Batched float32 `[0, 1]` images and int32 labels of `split` (see `make_pipeline`)."""
+        return make_pipeline(*self.arrays(split), batch_size, training=training, seed=seed,
+                             drop_remainder=drop_remainder)
+
+    def _head(self):
+        return self.x_train, self.y_train
 
 
 def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=None, seed=0,
-         test_fraction=0.3, eval_shift=None):
+         test_fraction=0.3, eval_shift=None, loading="auto"):
     """Loads a data set and splits it into train, validation and test.
 
     Args:
@@ -110,10 +157,13 @@ def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=Non
             set has none: digits, flat folders, TFDS data sets with neither a `test` nor a
             `validation` split (the latter, if present, is used as the test split).
         eval_shift: optional known shift of the validation and test splits (see
-            `parse_shift`), e.g. `"rotate:40"`: training images stay as they are.
+            `parse_shift`), e.g. `"rotate:40"`: training images stay as they are (in-memory
+            data only).
+        loading: `"memory"`, `"stream"` or `"auto"` (see the module docstring). Digits are
+            always in memory.
 
     Returns:
-        A `DataSplits`.
+        A `DataSplits` (in memory) or a `dabo_tf.streaming.StreamedSplits`.
 
     Raises:
         DataUnavailableError: the data set cannot be found, read or downloaded.
@@ -129,8 +179,25 @@ def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=Non
     if train_size is not None and (int(train_size) != train_size or train_size < 1):
         raise ValueError(f"train_size must be a positive int or None. "
                          f"Received: train_size={train_size!r}")
+    if loading not in DATA_LOADINGS:
+        raise ValueError(f"loading must be one of {list(DATA_LOADINGS)}. "
+                         f"Received: loading={loading!r}")
     shift = parse_shift(eval_shift)
     key = str(name).strip()
+    if key.lower() == "digits" and loading == "stream":
+        raise ValueError("digits is embedded and always in memory: streaming needs a folder or "
+                         "a TFDS data set. Received: loading='stream'")
+    if key.lower() != "digits" and loading != "memory":
+        from dabo_tf import streaming
+
+        if loading == "stream" or streaming.too_large_for_memory(key, data_dir, image_size):
+            if shift is not None:
+                raise ValueError("eval_shift transforms in-memory splits; these are streamed "
+                                 "(pass loading='memory' if they fit). "
+                                 f"Received: eval_shift={eval_shift!r}")
+            return streaming.load(key, data_dir=data_dir, image_size=image_size,
+                                  val_fraction=val_fraction, train_size=train_size, seed=seed,
+                                  test_fraction=test_fraction)
     x_val = y_val = None
     if key.lower() == "digits":
         x, y, class_names = _load_digits(image_size)
@@ -244,23 +311,41 @@ def apply_shift(x, shift, seed, chunk=1024):
     return np.concatenate(out)
 
 
-def _make_splits(name, x_train, y_train, x_val, y_val, x_test, y_test, class_names,
-                 val_fraction, train_size, seed):
+def choose_subsets(name, y_train, has_val, val_fraction, train_size, seed):
+    """Indices `(train, val)` into the training examples: the stratified `train_size` subset
+    (from `seed`), then the stratified `val_fraction` hold-out (`val` is None when the data
+    set has its own validation split, `has_val`)."""
     rng = np.random.default_rng(seed)
+    train = np.arange(len(y_train))
     if train_size is not None:
         if train_size > len(y_train):
             raise ValueError(f"train_size is larger than the {len(y_train)} training images of "
                              f"{name}. Received: train_size={train_size}")
-        _, subset = _stratified_split(y_train, int(train_size), rng)
-        x_train, y_train = x_train[subset], y_train[subset]
-    if x_val is None:
-        keep, val = _stratified_split(y_train, _count(val_fraction, len(y_train)), rng)
-        x_train, y_train, x_val, y_val = x_train[keep], y_train[keep], x_train[val], y_train[val]
+        _, train = _stratified_split(y_train, int(train_size), rng)
+    if has_val:
+        return train, None
+    keep, val = _stratified_split(np.asarray(y_train)[train],
+                                  _count(val_fraction, len(train)), rng)
+    return train[keep], train[val]
+
+
+def warn_missing_classes(name, y_test, class_names):
+    """Warns when the test split lacks a class (its accuracy says nothing about it)."""
     missing = sorted(set(range(len(class_names))) - set(np.unique(y_test).tolist()))
     if missing:
         warnings.warn(f"The test split of {name} has no image of class(es) "
                       f"{[class_names[i] for i in missing]}: its accuracy says nothing about "
-                      "them.", stacklevel=3)
+                      "them.", stacklevel=4)
+
+
+def _make_splits(name, x_train, y_train, x_val, y_val, x_test, y_test, class_names,
+                 val_fraction, train_size, seed):
+    train, val = choose_subsets(name, y_train, x_val is not None, val_fraction, train_size,
+                                seed)
+    if val is not None:
+        x_val, y_val = x_train[val], y_train[val]
+    x_train, y_train = x_train[train], y_train[train]
+    warn_missing_classes(name, y_test, class_names)
     mean, std = _channel_stats(x_train)
     return DataSplits(
         name=name, x_train=x_train, y_train=y_train.astype(np.int32), x_val=x_val,
@@ -314,6 +399,14 @@ def _to_uint8(x):
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def available_memory():
+    """Bytes of physical memory available now, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return None
+
+
 def check_memory(n_images, image_size, channels, what):
     """Fails before decoding when `n_images` resized images would not fit in memory.
 
@@ -321,15 +414,13 @@ def check_memory(n_images, image_size, channels, what):
     machine's available memory is refused with what to change.
     """
     need = int(n_images) * int(image_size) ** 2 * int(channels) * 4
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: no check
-        return
-    if need > available / 2:
+    available = available_memory()
+    if available is not None and need > available / 2:
         raise ValueError(f"{what}: {n_images} images at {image_size}x{image_size}x{channels} "
                          f"need about {need / 2**30:.1f} GiB, more than half of the "
-                         f"{available / 2**30:.1f} GiB of memory available. Choose a smaller "
-                         f"--image_size. Received: image_size={image_size}")
+                         f"{available / 2**30:.1f} GiB of memory available. Stream them "
+                         "instead (--data_loading=stream) or choose a smaller --image_size. "
+                         f"Received: image_size={image_size}")
 
 
 def _load_digits(image_size):
@@ -363,7 +454,17 @@ def is_online(host="storage.googleapis.com", port=443, timeout=3.0):
     return bool(result and result[0])
 
 
-def _load_tfds(name, data_dir, image_size, test_fraction):
+def tfds_builder(name, data_dir, prepare=True):
+    """The TFDS builder of an (image, class label) data set, prepared (downloaded if online).
+
+    Returns:
+        `(builder, class_names, test_split)`: `test_split` is `"test"`, `"validation"` (used as
+        the test split when there is no `test`) or None (hold one out of `train`).
+
+    Raises:
+        DataUnavailableError: unknown, damaged, not a classification data set, or not prepared
+            and not downloadable.
+    """
     import tensorflow_datasets as tfds
 
     try:
@@ -387,7 +488,7 @@ def _load_tfds(name, data_dir, image_size, test_fraction):
         raise DataUnavailableError(
             f"TFDS data set {name!r} is not an (image, class label) classification data set. "
             f"Try one of {', '.join(TFDS_EXAMPLES)}. Received: name={name!r}")
-    if not builder.is_prepared():
+    if prepare and not builder.is_prepared():
         where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
         if not is_online():
             raise DataUnavailableError(
@@ -403,6 +504,11 @@ def _load_tfds(name, data_dir, image_size, test_fraction):
     # Unknown split metadata (mocked TFDS) means: assume the usual train/test splits.
     test_split = "test" if ("test" in splits or not splits) else (
         "validation" if "validation" in splits else None)
+    return builder, list(features[keys[1]].names), test_split
+
+
+def _load_tfds(name, data_dir, image_size, test_fraction):
+    builder, class_names, test_split = tfds_builder(name, data_dir)
     x_train, y_train = _read_tfds_split(builder, "train", image_size)
     if test_split is None:
         keep, test = _stratified_split(y_train, _count(test_fraction, len(y_train)),
@@ -411,7 +517,7 @@ def _load_tfds(name, data_dir, image_size, test_fraction):
             y_train[test]
     else:
         x_test, y_test = _read_tfds_split(builder, test_split, image_size)
-    return x_train, y_train, x_test, y_test, list(features[keys[1]].names)
+    return x_train, y_train, x_test, y_test, class_names
 
 
 def _read_tfds_split(builder, split, image_size, chunk=8192):
@@ -437,6 +543,50 @@ def _read_tfds_split(builder, split, image_size, chunk=8192):
     return np.concatenate(xs), np.concatenate(ys).astype(np.int32)
 
 
+def folder_layout(data_dir):
+    """`(root, train_dir, {"val": dir, "test": dir})` of an image folder (see `_load_folder`).
+
+    Raises:
+        DataUnavailableError: no `data_dir`, or it is not a folder.
+    """
+    if data_dir is None:
+        raise DataUnavailableError(
+            "--dataset=folder needs --data_dir=PATH pointing to a folder of images in class "
+            "subfolders (PATH/<class>/*.png or PATH/train/<class>/*). Received: data_dir=None")
+    root = pathlib.Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise DataUnavailableError(
+            f"Image folder {str(root)!r} does not exist. Point --data_dir to a folder of images "
+            f"in class subfolders, or use --dataset=digits. Received: data_dir={str(data_dir)!r}")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    others = {}
+    if train_dir != root:
+        val_dir = next((root / v for v in ("val", "validation") if (root / v).is_dir()), None)
+        for split, directory in (("val", val_dir), ("test", root / "test")):
+            if directory is not None and directory.is_dir():
+                others[split] = directory
+    return root, train_dir, others
+
+
+def count_image_files(root) -> int:
+    """Files with an image extension anywhere under `root` (no decoding)."""
+    return sum(1 for path in pathlib.Path(root).rglob("*")
+               if path.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def check_classes(class_names, train_dir, data_dir, what="readable images"):
+    """Fails unless the training folder gave at least two classes."""
+    if not class_names:
+        raise DataUnavailableError(
+            f"No {what} found in class subfolders of {str(train_dir)!r} (expected "
+            f"PATH/<class>/*.png|jpg|bmp|gif|tiff). Received: data_dir={str(data_dir)!r}")
+    if len(class_names) < 2:
+        raise DataUnavailableError(
+            f"{str(train_dir)!r} holds one class ({class_names[0]!r}): a classifier needs at "
+            "least two class subfolders with images. Received: "
+            f"data_dir={str(data_dir)!r}")
+
+
 def _load_folder(data_dir, image_size, test_fraction):
     """Reads a folder of images in class subfolders (PNG, JPEG, BMP, GIF, TIFF).
 
@@ -454,39 +604,18 @@ def _load_folder(data_dir, image_size, test_fraction):
         `(x_train, y_train, x_val, y_val, x_test, y_test, class_names)`; `x_val` and `y_val`
         are None when there is no `val/` folder.
     """
-    if data_dir is None:
-        raise DataUnavailableError(
-            "--dataset=folder needs --data_dir=PATH pointing to a folder of images in class "
-            "subfolders (PATH/<class>/*.png or PATH/train/<class>/*). Received: data_dir=None")
-    root = pathlib.Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise DataUnavailableError(
-            f"Image folder {str(root)!r} does not exist. Point --data_dir to a folder of images "
-            f"in class subfolders, or use --dataset=digits. Received: data_dir={str(data_dir)!r}")
-    train_dir = root / "train" if (root / "train").is_dir() else root
-    files = sum(1 for path in root.rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS)
-    check_memory(files, image_size, 3, f"Image folder {str(root)!r}")
+    root, train_dir, others = folder_layout(data_dir)
+    check_memory(count_image_files(root), image_size, 3, f"Image folder {str(root)!r}")
     images, labels, class_names = _read_class_folders(train_dir, None, image_size)
-    if not class_names:
-        raise DataUnavailableError(
-            f"No readable images found in class subfolders of {str(train_dir)!r} (expected "
-            f"PATH/<class>/*.png|jpg|bmp|gif|tiff). Received: data_dir={str(data_dir)!r}")
-    if len(class_names) < 2:
-        raise DataUnavailableError(
-            f"{str(train_dir)!r} holds one class ({class_names[0]!r}): a classifier needs at "
-            "least two class subfolders with images. Received: "
-            f"data_dir={str(data_dir)!r}")
+    check_classes(class_names, train_dir, data_dir)
     parts = {"train": (images, labels)}
-    if train_dir != root:
-        val_dir = next((root / v for v in ("val", "validation") if (root / v).is_dir()), None)
-        for split, directory in (("val", val_dir), ("test", root / "test")):
-            if directory is not None and directory.is_dir():
-                x, y, _ = _read_class_folders(directory, class_names, image_size)
-                if not x:
-                    raise DataUnavailableError(
-                        f"Folder {str(directory)!r} holds no readable images of the training "
-                        f"classes {class_names}. Received: data_dir={str(data_dir)!r}")
-                parts[split] = (x, y)
+    for split, directory in others.items():
+        x, y, _ = _read_class_folders(directory, class_names, image_size)
+        if not x:
+            raise DataUnavailableError(
+                f"Folder {str(directory)!r} holds no readable images of the training "
+                f"classes {class_names}. Received: data_dir={str(data_dir)!r}")
+        parts[split] = (x, y)
     gray = all(np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])
                for xs, _ in parts.values() for a in xs)
     arrays = {k: (np.stack(xs)[..., :1] if gray else np.stack(xs), np.asarray(ys, np.int32))
@@ -503,45 +632,82 @@ def _load_folder(data_dir, image_size, test_fraction):
     return x_train, y_train, x_val, y_val, x_test, y_test, class_names
 
 
-def _read_class_folders(directory, class_names, image_size):
-    """Reads `directory/<class>/*` images; `class_names=None` means: discover the classes."""
-    from PIL import Image
+def list_class_files(directory, class_names=None, stacklevel=4):
+    """Image files of `directory/<class>/*`, without decoding them.
 
-    images, labels, kept, bad = [], [], [], []
+    `class_names=None` discovers the classes: the sorted subfolders holding at least one
+    image file (the others are dropped with a warning); otherwise subfolders that are not
+    in `class_names` are skipped with a warning. Hidden entries and other extensions are
+    ignored; entries that are not regular files (a FIFO would block) are reported in `bad`.
+
+    Returns:
+        `(paths, labels, class_names, bad)`: sorted paths per class, their class indices,
+        the classes, and `"relative path (reason)"` strings of skipped entries.
+    """
+    paths, labels, kept, bad = [], [], [], []
     subdirs = sorted(d for d in directory.iterdir() if d.is_dir() and not d.name.startswith("."))
     for sub in subdirs:
         if class_names is not None and sub.name not in class_names:
             warnings.warn(f"Skipping folder {str(sub)!r}: {sub.name!r} is not one of the "
-                          f"training classes {class_names}.", stacklevel=4)
+                          f"training classes {class_names}.", stacklevel=stacklevel)
             continue
         label = len(kept) if class_names is None else class_names.index(sub.name)
-        count = 0
+        files = []
         for path in sorted(sub.iterdir()):
             if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
-            if not _regular_file(path):  # a FIFO or a device would block or never end
+            if not _regular_file(path):
                 bad.append(f"{path.relative_to(directory)} (not a regular file)")
                 continue
-            try:
-                with Image.open(path) as img:
-                    images.append(_pil_to_array(img, image_size))
-            except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) \
-                    as e:
-                bad.append(f"{path.relative_to(directory)} ({type(e).__name__})")
-                continue
-            labels.append(label)
-            count += 1
+            files.append(path)
+        if class_names is None and not files:
+            warnings.warn(f"Class folder {str(sub)!r} contains no readable images; class "
+                          f"{sub.name!r} is dropped.", stacklevel=stacklevel)
+            continue
         if class_names is None:
-            if count:
-                kept.append(sub.name)
-            else:
-                warnings.warn(f"Class folder {str(sub)!r} contains no readable images; class "
-                              f"{sub.name!r} is dropped.", stacklevel=4)
+            kept.append(sub.name)
+        paths += files
+        labels += [label] * len(files)
+    return paths, labels, (kept if class_names is None else list(class_names)), bad
+
+
+def warn_skipped(bad, directory, stacklevel=4):
+    """One warning that counts and names (the first ten) skipped image files."""
     if bad:
         shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
         warnings.warn(f"Skipped {len(bad)} unreadable image file(s) in {str(directory)!r}: "
-                      f"{shown}.", stacklevel=4)
-    return images, labels, kept
+                      f"{shown}.", stacklevel=stacklevel)
+
+
+def _read_class_folders(directory, class_names, image_size):
+    """Decodes `directory/<class>/*` images; `class_names=None` means: discover the classes.
+
+    A discovered class whose files are all unreadable is dropped (with a warning), and the
+    labels of the classes after it move down by one.
+    """
+    from PIL import Image
+
+    paths, labels, names, bad = list_class_files(directory, class_names, stacklevel=5)
+    images, kept_labels = [], []
+    for path, label in zip(paths, labels):
+        try:
+            with Image.open(path) as img:
+                images.append(_pil_to_array(img, image_size))
+        except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+            bad.append(f"{path.relative_to(directory)} ({type(e).__name__})")
+            continue
+        kept_labels.append(label)
+    if class_names is None:
+        present = sorted(set(kept_labels))
+        for k, name in enumerate(names):
+            if k not in present:
+                warnings.warn(f"Class folder {str(directory / name)!r} contains no readable "
+                              f"images; class {name!r} is dropped.", stacklevel=4)
+        remap = {old: new for new, old in enumerate(present)}
+        kept_labels = [remap[label] for label in kept_labels]
+        names = [names[k] for k in present]
+    warn_skipped(bad, directory)
+    return images, kept_labels, names
 
 
 def _regular_file(path) -> bool:
@@ -595,9 +761,15 @@ def make_pipeline(x, y, batch_size, *, training, seed=0, drop_remainder=None):
     ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(y, np.int32)))
     if training:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return batch_to_float(ds, batch_size, drop_remainder, scale)
+
+
+def batch_to_float(ds, batch_size, drop_remainder, scale=1.0 / 255.0):
+    """Batches `(image, label)` examples and scales the images to float32 (per batch: cheaper
+    than per example), prefetched."""
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
 
-    def to_float(images, labels):  # on whole batches: cheaper than per example
+    def to_float(images, labels):
         return tf.cast(images, tf.float32) * scale, labels
 
     return ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE,

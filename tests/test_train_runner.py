@@ -90,8 +90,11 @@ def test_paper_presets():
     assert b.augmenter_flip and b.augmenter_vflip  # histology has no up or left
     bp = Config(**presets.get_config("bach:paper"))
     assert not (bp.augmenter_flip or bp.augmenter_vflip or bp.augmenter_cutout)
+    i = Config(**presets.get_config("imagenet"))
+    assert (i.dataset, i.data_loading, i.model, i.epochs, i.batch_size, i.lr, i.weight_decay,
+            i.image_size) == ("imagenet2012", "stream", "resnet50", 90, 800, 0.1, 1e-4, 224)
     with pytest.raises(ValueError, match="Unknown experiment"):
-        presets.get_config("imagenet")
+        presets.get_config("imagenet21k")
 
 
 @pytest.mark.parametrize("changes, name", [

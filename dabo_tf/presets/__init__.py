@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-PRESETS = ("digits", "cifar10", "cifar100", "bach", "tiny_imagenet", "compare")
+PRESETS = ("digits", "cifar10", "cifar100", "bach", "tiny_imagenet", "imagenet", "compare")
 VARIANTS = (None, "smoke", "paper")
 
 PAPER = dict(augmenter="network", augmenter_identity_init=False, augmenter_color=False,

@@ -21,7 +21,7 @@ from dabo_tf import data, models, seeds
 from dabo_tf.augment.base import as_augment_fn
 from dabo_tf.config import Config, ConfigError
 from dabo_tf.keras_compat import quiet_profiler_callback, release_traced_gradients
-from dabo_tf.train import report, rundir
+from dabo_tf.train import rundir
 from dabo_tf.train.callbacks import AugmentedImageSummary, ThroughputMeter, parse_profile_batches
 from dabo_tf.train.recipe import compile_model
 
@@ -53,12 +53,14 @@ class RunResult:
 # ----------------------------------------------------------------------------------------
 # Data and training helpers.
 
-def load_data(config: Config) -> data.DataSplits:
-    """`dabo_tf.data.load` with the config's settings (bad values raise `ConfigError`)."""
+def load_data(config: Config) -> data.Splits:
+    """`dabo_tf.data.load` with the config's settings (bad values raise `ConfigError`): a
+    `DataSplits` in memory or a `dabo_tf.streaming.StreamedSplits` (`--data_loading`)."""
     try:
         return data.load(config.dataset, data_dir=config.data_dir, image_size=config.image_size,
                          val_fraction=config.val_fraction, train_size=config.train_size,
-                         seed=config.seed, eval_shift=config.eval_shift)
+                         seed=config.seed, eval_shift=config.eval_shift,
+                         loading=config.data_loading)
     except ValueError as e:
         raise ConfigError(str(e)) from e
 
@@ -83,15 +85,15 @@ def train_pipeline(config: Config, splits: data.DataSplits,
 
     The map runs sequentially so that the layers' random draws are reproducible.
     """
-    ds = data.make_pipeline(splits.x_train, splits.y_train, config.batch_size, training=True,
-                            seed=seeds.stream(config.seed, seeds.TRAIN_ORDER))
+    ds = splits.dataset("train", config.batch_size, training=True,
+                        seed=seeds.stream(config.seed, seeds.TRAIN_ORDER))
     if augment_fn is not None:
         ds = ds.map(lambda x, y: (augment_fn(x), y)).prefetch(tf.data.AUTOTUNE)
     return ds
 
 
-def _eval_pipeline(x, y, config):
-    return data.make_pipeline(x, y, config.batch_size, training=False)
+def _eval_pipeline(splits, split, config):
+    return splits.dataset(split, config.batch_size, training=False)
 
 
 def to_int(variable) -> int:
@@ -130,10 +132,10 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
                              profile_batch=profile),
         ]
         if augment_fn is not None:
-            images = report.sample_images(splits.x_train, splits.y_train, 8)
+            images = splits.sample_images(8)
             run_callbacks.append(AugmentedImageSummary(str(workdir / "logs" / "augmentations"),
                                                        images, augment_fn))
-    val_ds = _eval_pipeline(splits.x_val, splits.y_val, config) if len(splits.y_val) else None
+    val_ds = _eval_pipeline(splits, "val", config) if splits.sizes["val"] else None
     with release_traced_gradients():  # no memory growth over many trainings in a process
         fit_history = model.fit(train_ds, epochs=config.epochs, validation_data=val_ds,
                                 callbacks=run_callbacks + list(callbacks or []),
@@ -141,7 +143,7 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
     history = rundir.read_history(workdir / "history.csv") if workdir is not None else {
         "epoch": list(fit_history.epoch), **fit_history.history}
     check_converging(history, steps, config)
-    test = model.evaluate(_eval_pipeline(splits.x_test, splits.y_test, config),
+    test = model.evaluate(_eval_pipeline(splits, "test", config),
                           return_dict=True, verbose=0)
     val_acc = history.get("val_accuracy") or []
     best = int(np.nanargmax(val_acc)) if val_acc and not np.all(np.isnan(val_acc)) else None

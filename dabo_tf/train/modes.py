@@ -110,8 +110,8 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
         raise ConfigError("mode dabo needs validation images: set val_fraction > 0 or give "
                           "the folder a val/ split. Received: val_fraction="
                           f"{config.val_fraction}")
-    val_stream = data.make_pipeline(splits.x_val, splits.y_val, val_batch, training=True,
-                                    seed=seeds.stream(config.seed, seeds.VALIDATION_STREAM))
+    val_stream = splits.dataset("val", val_batch, training=True,
+                                seed=seeds.stream(config.seed, seeds.VALIDATION_STREAM))
     train_ds = data.with_validation_stream(train_pipeline(config, splits, pre), val_stream)
 
     def augment_fn(images):

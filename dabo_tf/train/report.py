@@ -5,7 +5,6 @@
 * `plot_curves`: training and validation loss and accuracy, and the learned policy's
   range per op (`aug_*`), over epochs (`curves.png`).
 * `format_summary`: the one-screen text summary `run.py` prints at the end.
-* `sample_images`: a few images of different classes to show.
 """
 
 from __future__ import annotations
@@ -33,14 +32,6 @@ def _show(ax, image):
         ax.imshow(image, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-
-
-def sample_images(x, y, n: int = 6) -> np.ndarray:
-    """Up to `n` uint8 images of different classes (first of each), as float32 in `[0, 1]`."""
-    y = np.asarray(y)
-    first = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
-    idx = (first + [i for i in range(len(y)) if i not in set(first)])[:n]
-    return np.asarray(x)[idx].astype(np.float32) / 255.0
 
 
 def plot_augmentations(images, augment_fn: Optional[Callable], path, *,
@@ -200,7 +191,8 @@ def format_summary(metrics: Mapping, policy: Optional[Mapping], workdir) -> str:
         f"model={config.get('model')}",
         f"data        {sizes.get('train')} train / {sizes.get('val')} val / "
         f"{sizes.get('test')} test, images {'x'.join(map(str, metrics.get('image_shape', [])))},"
-        f" {metrics.get('num_classes')} classes",
+        f" {metrics.get('num_classes')} classes"
+        + (", streamed" if metrics.get("data_loading") == "stream" else ""),
         "classes     " + _class_list(metrics.get("class_names") or []),
         f"training    {metrics.get('epochs')} epochs x {metrics.get('steps_per_epoch')} steps, "
         f"batch {config.get('batch_size')}, lr {config.get('lr')} ({config.get('lr_schedule')})"

@@ -391,7 +391,7 @@ def save_outputs(result, config, splits, workdir) -> dict:
             result.model.save(tmp)
     write_json(workdir / "policy.json", result.policy or {})
     title = f"{splits.name}, mode {config.mode}"
-    images = report.sample_images(splits.x_train, splits.y_train, 6)
+    images = splits.sample_images(6)
     with atomic_path(workdir / "augmentations.png") as tmp:
         report.plot_augmentations(images, result.augment_fn, tmp, title=title)
     with atomic_path(workdir / "curves.png") as tmp:

@@ -51,7 +51,7 @@ import keras
 import keras_tuner
 import tensorflow as tf
 
-from dabo_tf import data, seeds
+from dabo_tf import seeds
 from dabo_tf.augment.policy import policy_from_factors
 from dabo_tf.config import TUNERS
 from dabo_tf.keras_compat import release_traced_gradients
@@ -76,7 +76,8 @@ class AugmentationHyperModel(keras_tuner.HyperModel):
     Args:
         config: the run's `dabo_tf.config.Config` (model, optimiser, epochs, batch size,
             seed, fill mode, jit_compile, steps_per_execution, verbose).
-        splits: `dabo_tf.data.DataSplits`; trials train on `x_train` and are scored on `x_val`.
+        splits: `dabo_tf.data.DataSplits` or `dabo_tf.streaming.StreamedSplits`; trials train
+            on the training split and are scored on the validation split.
         search_space: optional overrides `{factor: maximum | (minimum, maximum) | None}`
             (None drops the factor; keep the minimum at 0 so "off" stays reachable); `"flip":
             False` drops the flip hyperparameter.
@@ -87,8 +88,8 @@ class AugmentationHyperModel(keras_tuner.HyperModel):
         super().__init__(name=name, tunable=True)
         self.config = config
         self.splits = splits
-        self.batch_size = max(1, min(int(config.batch_size), len(splits.y_train)))
-        self.steps_per_epoch = len(splits.y_train) // self.batch_size
+        self.batch_size = max(1, min(int(config.batch_size), splits.sizes["train"]))
+        self.steps_per_epoch = splits.sizes["train"] // self.batch_size
         space = {op: (0.0, hi) for op, (_, hi, _) in FACTORS.items()}
         if splits.image_shape[-1] != 3:
             space.pop("saturation")
@@ -150,11 +151,10 @@ class AugmentationHyperModel(keras_tuner.HyperModel):
         kwargs.setdefault("epochs", config.epochs)
         kwargs.setdefault("verbose", config.verbose)
         if not args and "x" not in kwargs:
-            args = (data.make_pipeline(splits.x_train, splits.y_train, self.batch_size,
-                                       training=True,
-                                       seed=seeds.stream(config.seed, seeds.TRAIN_ORDER)),)
-            kwargs.setdefault("validation_data", data.make_pipeline(
-                splits.x_val, splits.y_val, self.batch_size, training=False))
+            args = (splits.dataset("train", self.batch_size, training=True,
+                                   seed=seeds.stream(config.seed, seeds.TRAIN_ORDER)),)
+            kwargs.setdefault("validation_data", splits.dataset("val", self.batch_size,
+                                                                training=False))
             kwargs.setdefault("shuffle", False)  # the pipeline reshuffles every epoch
         try:
             with release_traced_gradients():
@@ -248,7 +248,7 @@ def run_search(config, splits, workdir, *, tuner=None, trials=None, overwrite=Fa
 
     Args:
         config: the run's `Config`; `config.tuner` and `config.trials` are the defaults.
-        splits: `dabo_tf.data.DataSplits`.
+        splits: `dabo_tf.data.DataSplits` or `dabo_tf.streaming.StreamedSplits`.
         workdir: run directory (shared by all processes in distributed tuning).
         tuner: `"random"` (`RandomSearch`), `"bayesian"` (`BayesianOptimization`) or
             `"hyperband"` (`Hyperband` with `max_epochs=config.epochs`; `trials` is unused,
@@ -301,7 +301,7 @@ def run_search(config, splits, workdir, *, tuner=None, trials=None, overwrite=Fa
     del tuner_obj
     epochs = result["search_epochs"]
     result["full_trainings"] = epochs / config.epochs
-    result["images_processed"] = int(epochs * len(splits.y_train))
+    result["images_processed"] = int(epochs * splits.sizes["train"])
     result["wall_time_s"] = time.perf_counter() - start
     return result
 
