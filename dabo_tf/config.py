@@ -35,6 +35,14 @@ DATA_LOADINGS = ("auto", "memory", "stream")
 """How images reach the model: decoded once into memory, or read and decoded per step."""
 
 
+def parse_grid(text):
+    """`"3x4"` -> `(3, 4)`; `""` or None -> None; anything else -> None as well (invalid)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text or ""))
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        return None
+    return int(match[1]), int(match[2])
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which one and what to do."""
 
@@ -89,6 +97,12 @@ class Config:
         "data sets of any size); auto: stream when the decoded images would take more "
         "than a quarter of the available memory.",
         choices=DATA_LOADINGS)
+    patch_grid: str = field(
+        "",
+        "ROWSxCOLS (e.g. 3x4, BACH's protocol): each image is resized to ROWS*image_size x "
+        "COLS*image_size and cut into that grid of image_size squared patches; training and "
+        "validation use every patch with its image's label, a test image is predicted by "
+        "the mean of its patches' logits. Splits are made per image. Streamed folders only.")
     # A known shift of the validation and test splits (e.g. "rotate:40"; "" none).
     eval_shift: str = field(
         "",
@@ -383,6 +397,12 @@ def check_config(config: Config) -> Config:
     fail(config.data_loading == "stream" and bool(str(config.eval_shift).strip()),
          "eval_shift transforms in-memory splits: it needs data_loading memory or auto",
          "data_loading")
+    fail(bool(str(config.patch_grid).strip()) and parse_grid(config.patch_grid) is None,
+         "patch_grid must be ROWSxCOLS with positive integers, e.g. 3x4", "patch_grid")
+    fail(bool(str(config.patch_grid).strip()) and (config.dataset != "folder"
+                                                   or config.data_loading == "memory"),
+         "patch_grid needs dataset folder, streamed (data_loading auto or stream)",
+         "patch_grid")
     fail(config.mode == "dabo" and config.val_fraction <= 0 and config.dataset != "folder",
          "mode dabo needs a validation split: set val_fraction > 0", "val_fraction")
     for name in ("lr", "augmenter_lr"):

@@ -77,6 +77,8 @@ class Splits:
     """
 
     streaming = False
+    patches_per_image = 1
+    """Patches of one test example (> 1 with a patch grid: test images are patch stacks)."""
 
     def summary(self):
         """One-line description, e.g. `digits: 1006 train / 252 val / 539 test, ...`."""
@@ -139,7 +141,7 @@ class DataSplits(Splits):
 
 
 def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=None, seed=0,
-         test_fraction=0.3, eval_shift=None, loading="auto"):
+         test_fraction=0.3, eval_shift=None, loading="auto", patch_grid=None):
     """Loads a data set and splits it into train, validation and test.
 
     Args:
@@ -161,6 +163,8 @@ def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=Non
             data only).
         loading: `"memory"`, `"stream"` or `"auto"` (see the module docstring). Digits are
             always in memory.
+        patch_grid: optional `(rows, cols)` for folders: train on that grid of `image_size`
+            patches of each image, test on whole images (`dabo_tf.streaming`); streams.
 
     Returns:
         A `DataSplits` (in memory) or a `dabo_tf.streaming.StreamedSplits`.
@@ -190,14 +194,15 @@ def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=Non
     if key.lower() != "digits" and loading != "memory":
         from dabo_tf import streaming
 
-        if loading == "stream" or streaming.too_large_for_memory(key, data_dir, image_size):
+        if (loading == "stream" or patch_grid is not None
+                or streaming.too_large_for_memory(key, data_dir, image_size)):
             if shift is not None:
                 raise ValueError("eval_shift transforms in-memory splits; these are streamed "
                                  "(pass loading='memory' if they fit). "
                                  f"Received: eval_shift={eval_shift!r}")
             return streaming.load(key, data_dir=data_dir, image_size=image_size,
                                   val_fraction=val_fraction, train_size=train_size, seed=seed,
-                                  test_fraction=test_fraction)
+                                  test_fraction=test_fraction, patch_grid=patch_grid)
     x_val = y_val = None
     if key.lower() == "digits":
         x, y, class_names = _load_digits(image_size)
@@ -718,7 +723,8 @@ def _regular_file(path) -> bool:
 
 
 def _pil_to_array(img, image_size):
-    """PIL image -> uint8 `[S, S, 3]` array (grayscale images get three equal channels)."""
+    """PIL image -> uint8 `[S, S, 3]` array (grayscale images get three equal channels);
+    `image_size=None` keeps the image's size."""
     from PIL import Image
 
     img.load()
@@ -732,7 +738,7 @@ def _pil_to_array(img, image_size):
     if img.mode == "P":
         img = img.convert("RGBA")  # avoids PIL's warning on palette transparency
     img = img.convert("RGB")
-    if img.size != (image_size, image_size):
+    if image_size is not None and img.size != (image_size, image_size):
         img = img.resize((image_size, image_size), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8)
 

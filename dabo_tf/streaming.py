@@ -55,16 +55,29 @@ _NATIVE = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 @dataclasses.dataclass
 class FileSource:
-    """One split of an image folder: file paths and labels, decoded per step."""
+    """One split of an image folder: file paths and labels, decoded per step.
+
+    With a patch `grid` of `(rows, cols)` each image is resized to `rows * image_size` x
+    `cols * image_size` and cut into `rows * cols` patches: every patch is an example with
+    its image's label, or (`whole_images=True`, for testing) each image is one example of
+    `[rows * cols, image_size, image_size, C]` patches.
+    """
 
     paths: np.ndarray
     labels: np.ndarray
     image_size: int
     channels: int
+    grid: tuple = (1, 1)
+    whole_images: bool = False
+
+    @property
+    def patches_per_image(self) -> int:
+        return int(self.grid[0] * self.grid[1])
 
     @property
     def size(self) -> int:
-        return len(self.labels)
+        """Examples per pass: images, or patches when they are examples."""
+        return len(self.labels) * (1 if self.whole_images else self.patches_per_image)
 
     def subset(self, index) -> "FileSource":
         return dataclasses.replace(self, paths=self.paths[index], labels=self.labels[index])
@@ -75,44 +88,68 @@ class FileSource:
         ds = tf.data.Dataset.from_tensor_slices(
             (self.paths.astype(str), native, self.labels.astype(np.int32)))
         if training:  # the file list is small: shuffle all of it
-            ds = ds.shuffle(self.size, seed=seed, reshuffle_each_iteration=True)
-        size, channels = self.image_size, self.channels
+            ds = ds.shuffle(len(self.labels), seed=seed, reshuffle_each_iteration=True)
+        size, channels, (rows, cols) = self.image_size, self.channels, self.grid
+        shape = (rows * size, cols * size)
 
         def load(path, is_native, label):
-            image = tf.cond(is_native, lambda: _decode_native(path, size, channels),
-                            lambda: _decode_pil(path, size, channels))
+            image = tf.cond(is_native, lambda: _decode_native(path, shape, channels),
+                            lambda: _decode_pil(path, shape, channels))
             return image, label
 
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         clean = ds.ignore_errors(log_warning=True)
-        # Exactly `size` examples, whatever fails to decode (its place is taken by an image
-        # of the next pass), so that Keras knows every epoch's length.
-        return clean.concatenate(clean.repeat()).take(self.size).apply(
-            tf.data.experimental.assert_cardinality(self.size))
+        # Exactly one example per file, whatever fails to decode (its place is taken by an
+        # image of the next pass), so that Keras knows every epoch's length.
+        ds = clean.concatenate(clean.repeat()).take(len(self.labels))
+        if self.grid == (1, 1):
+            return ds.apply(tf.data.experimental.assert_cardinality(self.size))
+
+        def patches(image, label):
+            # [rows*S, cols*S, C] -> [rows*cols, S, S, C], row by row.
+            x = tf.reshape(image, [rows, size, cols, size, channels])
+            x = tf.reshape(tf.transpose(x, [0, 2, 1, 3, 4]), [rows * cols, size, size, channels])
+            return x, label
+
+        ds = ds.map(patches, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if self.whole_images:
+            return ds.apply(tf.data.experimental.assert_cardinality(self.size))
+        ds = ds.map(lambda x, y: (x, tf.fill([rows * cols], y))).unbatch()
+        if training:  # mix the patches of several images
+            ds = ds.shuffle(_buffer(self.size, size * size * channels), seed=seed,
+                            reshuffle_each_iteration=True)
+        return ds.apply(tf.data.experimental.assert_cardinality(self.size))
+
+
+def _buffer(examples, nbytes):
+    return max(1, min(examples, SHUFFLE_BUFFER_BYTES // nbytes))
 
 
 def _resize(image, size):
-    image = tf.image.resize(image, [size, size], antialias=True)
+    shape = [size, size] if isinstance(size, int) else list(size)
+    image = tf.image.resize(image, shape, antialias=True)
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 
-def _decode_native(path, size, channels):
+def _decode_native(path, shape, channels):
     image = tf.io.decode_image(tf.io.read_file(path), channels=channels, dtype=tf.uint8,
                                expand_animations=False)
-    return tf.ensure_shape(_resize(image, size), [size, size, channels])
+    return tf.ensure_shape(_resize(image, shape), [*shape, channels])
 
 
-def _decode_pil(path, size, channels):
-    # TensorFlow has no TIFF decoder; PIL releases the GIL while decoding.
+def _decode_pil(path, shape, channels):
+    # TensorFlow has no TIFF decoder; PIL releases the GIL while decoding. Decoded at full
+    # size, then resized like the other formats.
     def decode(p):
         from PIL import Image
 
         with Image.open(p.decode()) as img:
-            array = data._pil_to_array(img, size)
+            array = data._pil_to_array(img, None)
         return array[..., :1] if channels == 1 else array
 
     image = tf.numpy_function(decode, [path], tf.uint8, stateful=False)
-    return tf.ensure_shape(image, [size, size, channels])
+    image.set_shape([None, None, channels])
+    return tf.ensure_shape(_resize(image, shape), [*shape, channels])
 
 
 @dataclasses.dataclass
@@ -141,8 +178,8 @@ class TfdsSource:
 
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if training:
-            buffer = max(1, min(self.size, SHUFFLE_BUFFER_BYTES // (size * size * channels)))
-            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(_buffer(self.size, size * size * channels), seed=seed,
+                            reshuffle_each_iteration=True)
         return ds
 
 
@@ -167,7 +204,14 @@ class StreamedSplits(data.Splits):
 
     @property
     def sizes(self):
+        """Examples per split: with a patch grid, training and validation patches and test
+        images."""
         return {split: int(source.size) for split, source in self.sources.items()}
+
+    @property
+    def patches_per_image(self) -> int:
+        """Patches a test example holds (1: no patch grid)."""
+        return int(getattr(self.sources["test"], "patches_per_image", 1))
 
     def dataset(self, split, batch_size, *, training, seed=0, drop_remainder=None):
         """Batched float32 `[0, 1]` images and int32 labels of `split`, decoded per step.
@@ -210,11 +254,19 @@ def too_large_for_memory(name, data_dir, image_size) -> bool:
 
 
 def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=None, seed=0,
-         test_fraction=0.3) -> StreamedSplits:
-    """The streamed counterpart of `dabo_tf.data.load` (same arguments, no `eval_shift`)."""
+         test_fraction=0.3, patch_grid=None) -> StreamedSplits:
+    """The streamed counterpart of `dabo_tf.data.load` (same arguments, no `eval_shift`).
+
+    `patch_grid=(rows, cols)` (folders only): training and validation examples are the
+    patches of each image, test examples whole images as `[rows * cols, S, S, C]` patches
+    (`StreamedSplits.patches_per_image`); the splits are made per image first, so the
+    patches of one image are never in two splits.
+    """
     if name.lower() == "folder":
         return _stream_folder(data_dir, image_size, val_fraction, train_size, seed,
-                              test_fraction)
+                              test_fraction, tuple(patch_grid or (1, 1)))
+    if patch_grid is not None:
+        raise ValueError(f"patch_grid is for image folders. Received: patch_grid={patch_grid}")
     return _stream_tfds(name, data_dir, image_size, val_fraction, train_size, test_fraction)
 
 
@@ -260,7 +312,8 @@ def _headers_readable(paths, threads=16):
         return np.array(list(pool.map(readable, paths)), bool)
 
 
-def _stream_folder(data_dir, image_size, val_fraction, train_size, seed, test_fraction):
+def _stream_folder(data_dir, image_size, val_fraction, train_size, seed, test_fraction,
+                   grid=(1, 1)):
     root, train_dir, others = data.folder_layout(data_dir)
     paths, labels, class_names = _listed(train_dir)
     data.check_classes(class_names, train_dir, data_dir)
@@ -273,11 +326,11 @@ def _stream_folder(data_dir, image_size, val_fraction, train_size, seed, test_fr
                 f"{class_names}. Received: data_dir={str(data_dir)!r}")
         lists[split] = (p, y)
     channels = _folder_channels([p for p, _ in lists.values()])
-    source = {k: FileSource(p, y, image_size, channels) for k, (p, y) in lists.items()}
+    source = {k: FileSource(p, y, image_size, channels, grid) for k, (p, y) in lists.items()}
     if "test" not in source:
-        keep, test = data._stratified_split(
-            source["train"].labels, data._count(test_fraction, source["train"].size),
-            data._TEST_SPLIT_SEED)
+        labels = source["train"].labels
+        keep, test = data._stratified_split(labels, data._count(test_fraction, len(labels)),
+                                            data._TEST_SPLIT_SEED)
         source["test"] = source["train"].subset(test)
         source["train"] = source["train"].subset(keep)
     train, val = data.choose_subsets("folder", source["train"].labels, "val" in source,
@@ -285,6 +338,7 @@ def _stream_folder(data_dir, image_size, val_fraction, train_size, seed, test_fr
     if val is not None:
         source["val"] = source["train"].subset(val)
     source["train"] = source["train"].subset(train)
+    source["test"] = dataclasses.replace(source["test"], whole_images=True)
     data.warn_missing_classes("folder", source["test"].labels, class_names)
     return _splits("folder", source, class_names, image_size, channels)
 
@@ -349,8 +403,8 @@ def _splits(name, source, class_names, image_size, channels) -> StreamedSplits:
         raise data.DataUnavailableError(f"The training split of {name} is empty.")
     sample: Optional[np.ndarray] = None
     if isinstance(train, FileSource):  # spread over the classes (the list is by class)
-        train = train.subset(np.linspace(0, train.size - 1, min(STATS_IMAGES, train.size))
-                             .astype(int))
+        n = len(train.labels)
+        train = train.subset(np.linspace(0, n - 1, min(STATS_IMAGES, n)).astype(int))
     for x, _ in train.examples(False, 0).take(STATS_IMAGES).batch(STATS_IMAGES):
         sample = x.numpy()
     if sample is None:

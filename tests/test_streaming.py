@@ -132,3 +132,48 @@ def test_imagenet_preset_end_to_end_on_mocked_tfds(monkeypatch, tmp_path, cli):
     assert metrics["config"]["data_loading"] == "stream"
     assert metrics["num_classes"] == 1000 and metrics["image_shape"] == [16, 16, 3]
     assert metrics["dataset"] == "imagenet2012" and "streamed" in stdout
+
+
+def _write_tiff_grid(path, label, rows=3, cols=4, cell=32):
+    """A TIFF whose grid cell (r, c) is filled with 10 * (r * cols + c) + 100 * label."""
+    image = np.zeros((rows * cell, cols * cell, 3), np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            image[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell, :2] = \
+                10 * (r * cols + c) + 100 * label
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def test_patch_grid_examples_and_whole_image_test(tmp_path):
+    for label, name in enumerate(("benign", "invasive")):
+        for i in range(10):
+            _write_tiff_grid(tmp_path / name / f"{i}.tif", label)
+    d = data.load("folder", data_dir=str(tmp_path), image_size=8, patch_grid=(3, 4),
+                  val_fraction=0.25)
+    assert d.streaming and d.patches_per_image == 12 and d.image_shape == (8, 8, 3)
+    assert d.sizes == dict(train=10 * 12, val=4 * 12, test=6)  # patches, patches, images
+    x, y = next(iter(d.dataset("test", 6, training=False)))
+    assert x.shape == (6, 12, 8, 8, 3)
+    # Patch k of an image is grid cell k, row by row, at its own resolution.
+    expected = 10 * np.arange(12)[None, :] + 100 * y.numpy()[:, None]
+    np.testing.assert_allclose(x.numpy()[:, :, 4, 4, 0] * 255, expected, atol=0.6)
+    x, y = _stream_arrays(d, "train")
+    assert len(y) == 120 and x.shape[1:] == (8, 8, 3)
+    cells = np.round((x[:, 4, 4, 0] * 255 - 100 * y) / 10)
+    np.testing.assert_array_equal(np.bincount(cells.astype(int)), np.full(12, 10))
+
+
+def test_bach_preset_end_to_end_on_generated_tiffs(tmp_path, cli):
+    for label, name in enumerate(("Benign", "InSitu", "Invasive", "Normal")):
+        for i in range(8):
+            _write_tiff_grid(tmp_path / "Photos" / name / f"{name}{i}.tif", label % 2, cell=24)
+    out = tmp_path / "run"
+    code, stdout, err = cli("--experiment=bach:smoke", f"--data_dir={tmp_path / 'Photos'}",
+                            "--train_size=20", "--epochs=1", f"--output_dir={out}")
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["patches_per_image"] == 12 and "whole images" in metrics["test_unit"]
+    assert metrics["data_sizes"] == dict(train=16 * 12, val=4 * 12, test=10)
+    accuracy = metrics["test_accuracy"]
+    assert abs(accuracy * 10 - round(accuracy * 10)) < 1e-6  # a share of the 10 test images

@@ -111,6 +111,10 @@ def test_paper_presets():
     (dict(augmenter="gan"), "augmenter"),
     (dict(hand_policy=("crop", "shear")), "hand_policy"),
     (dict(profile_batches="5,2"), "profile_batches"),
+    (dict(patch_grid="3by4"), "patch_grid"),
+    (dict(patch_grid="3x4"), "patch_grid"),  # digits: patches are for streamed folders
+    (dict(dataset="folder", patch_grid="3x4", data_loading="memory"), "patch_grid"),
+    (dict(dataset="folder", eval_shift="rotate:10", data_loading="stream"), "data_loading"),
     (dict(distribute="tpu"), "distribute"),
     (dict(mixed_precision="float8"), "mixed_precision"),
     (dict(val_batch_size=0), "val_batch_size"),

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from dabo_tf import data, models, seeds
 from dabo_tf.augment.base import as_augment_fn
-from dabo_tf.config import Config, ConfigError
+from dabo_tf.config import Config, ConfigError, parse_grid
 from dabo_tf.keras_compat import quiet_profiler_callback, release_traced_gradients
 from dabo_tf.train import rundir
 from dabo_tf.train.callbacks import AugmentedImageSummary, ThroughputMeter, parse_profile_batches
@@ -60,7 +60,8 @@ def load_data(config: Config) -> data.Splits:
         return data.load(config.dataset, data_dir=config.data_dir, image_size=config.image_size,
                          val_fraction=config.val_fraction, train_size=config.train_size,
                          seed=config.seed, eval_shift=config.eval_shift,
-                         loading=config.data_loading)
+                         loading=config.data_loading,
+                         patch_grid=parse_grid(config.patch_grid))
     except ValueError as e:
         raise ConfigError(str(e)) from e
 
@@ -143,8 +144,9 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
     history = rundir.read_history(workdir / "history.csv") if workdir is not None else {
         "epoch": list(fit_history.epoch), **fit_history.history}
     check_converging(history, steps, config)
-    test = model.evaluate(_eval_pipeline(splits, "test", config),
-                          return_dict=True, verbose=0)
+    test_ds = _eval_pipeline(splits, "test", config)
+    test = (evaluate_whole_images(model, test_ds) if splits.patches_per_image > 1 else
+            model.evaluate(test_ds, return_dict=True, verbose=0))
     val_acc = history.get("val_accuracy") or []
     best = int(np.nanargmax(val_acc)) if val_acc and not np.all(np.isnan(val_acc)) else None
     metrics = {
@@ -164,9 +166,32 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
         # Honest selection: the reported model is the last epoch's, whatever the validation
         # accuracy did; runners say what else the validation split was used for.
         "reported_epoch": "last",
+        **({"patches_per_image": splits.patches_per_image,
+            "test_unit": "whole images: the mean of their patches' logits"}
+           if splits.patches_per_image > 1 else {}),
         "validation_split_use": "monitoring only",
     }
     return history, metrics
+
+
+def evaluate_whole_images(model: keras.Model, ds: tf.data.Dataset) -> dict:
+    """Loss and accuracy of whole images from batches of patch stacks `[B, P, S, S, C]`.
+
+    An image's logits are the mean of its P patches' logits (the BACH protocol of the DABO
+    paper: train on patches, test on whole images).
+    """
+    total_loss, correct, count = 0.0, 0, 0
+    for images, labels in ds:
+        shape = tf.shape(images)
+        logits = model(tf.reshape(images, tf.concat([[-1], shape[2:]], 0)), training=False)
+        logits = tf.reduce_mean(tf.reshape(tf.cast(logits, tf.float32),
+                                           [shape[0], shape[1], -1]), axis=1)
+        total_loss += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int32), logits=logits)))
+        correct += int(tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, tf.int32),
+                                                      tf.cast(labels, tf.int32)), tf.int32)))
+        count += int(shape[0])
+    return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1)}
 
 
 class TrainingDiverged(ConfigError):
