@@ -37,18 +37,22 @@ import numpy as np
 
 from dabo_tf.flops import model_and_batch, step_flops
 
-CONFIGS = [("plain (augmenter frozen)", 0, 1), ("DABO every step", 1, 1),
-           ("DABO every 2nd step", 2, 1), ("DABO every 4th step", 4, 1),
-           ("DABO every step, val batch / 2", 1, 2),
-           ("DABO every 2nd step, val batch / 2", 2, 2)]
+CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0), ("DABO every step", 1, 1, 1.0),
+           ("DABO every 2nd step", 2, 1, 1.0), ("DABO every 4th step", 4, 1, 1.0),
+           ("DABO every step, val batch / 2", 1, 2, 1.0),
+           ("DABO every 2nd step, val batch / 2", 2, 2, 1.0),
+           ("DABO every step, bilevel on 1/4, val batch / 4", 1, 4, 0.25),
+           ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125)]
+"""(label, augmenter_update_every, batch / val_batch, hypergradient_fraction)."""
 
 
-def measure(model_name, every, jit, steps, batch, val_batch):
+def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0):
     """Runs in a subprocess: mean step time (s) and peak RSS (MiB) of one configuration."""
     import keras
     import tensorflow as tf
 
-    model, x, y = model_and_batch(model_name, every, batch, jit_compile=jit)
+    model, x, y = model_and_batch(model_name, every, batch, jit_compile=jit,
+                                  hypergradient_fraction=fraction)
     one = tf.data.Dataset.from_tensors((x, y))
     val = tf.data.Dataset.from_tensors((x[:val_batch], y[:val_batch]))
     ds = tf.data.Dataset.zip((one, val)).repeat()
@@ -74,12 +78,14 @@ def print_flops(model_names, batch):
     print("| model | step | GFLOPs per step | ratio to plain |")
     print("| --- | --- | ---: | ---: |")
     for model_name in model_names:
+        fractions = sorted({f for *_, f in CONFIGS})
+        val_batches = sorted({batch // d for _, _, d, _ in CONFIGS})
         flops = {key: sum(counts.values()) for key, counts in
-                 step_flops(model_name, batch, (batch, batch // 2)).items()}
+                 step_flops(model_name, batch, val_batches, fractions=fractions).items()}
         plain = flops["plain"]
-        for label, every, divisor in CONFIGS:
-            per_step = (plain if every == 0 else
-                        (flops[batch // divisor] + (every - 1) * plain) / every)
+        for label, every, divisor, fraction in CONFIGS:
+            key = batch // divisor if fraction == 1.0 else (batch // divisor, fraction)
+            per_step = (plain if every == 0 else (flops[key] + (every - 1) * plain) / every)
             print(f"| {model_name} | {label} | {per_step / 1e9:.2f} | "
                   f"{per_step / plain:.2f}x |", flush=True)
 
@@ -102,9 +108,9 @@ def main(argv=None):
         print_flops(args.models.split(","), args.batch)
         return
     if args._child:
-        model_name, every, jit, val_batch = args._child.split(":")
+        model_name, every, jit, val_batch, fraction = args._child.split(":")
         print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
-                                           args.batch, int(val_batch))))
+                                           args.batch, int(val_batch), float(fraction))))
         return
     print(f"batch {args.batch}, 32x32x3, mean of {args.steps} steps after 4 warm-up steps")
     print("| model | XLA | step | mean step (s) | ratio to plain | peak RSS (MiB) |")
@@ -112,11 +118,12 @@ def main(argv=None):
     for model_name in args.models.split(","):
         for jit in args.jit.split(","):
             base = None
-            for label, every, divisor in (CONFIGS[int(i)] for i in args.configs.split(",")):
+            for label, every, divisor, fraction in (CONFIGS[int(i)]
+                                                    for i in args.configs.split(",")):
                 val_batch = args.batch // divisor
                 proc = subprocess.run(
                     [sys.executable, __file__,
-                     f"--_child={model_name}:{every}:{jit}:{val_batch}",
+                     f"--_child={model_name}:{every}:{jit}:{val_batch}:{fraction}",
                      f"--steps={args.steps}", f"--batch={args.batch}"],
                     capture_output=True, text=True)
                 if proc.returncode:

@@ -71,9 +71,13 @@ VARIANTS = {
     "val_0.4": dict(val_fraction=0.4),
     "flip_cutout": dict(augmenter_flip=True, augmenter_cutout=True),
     "network": dict(presets.PAPER),
+    "sub_0.25": dict(hypergradient_fraction=0.25, val_batch_size=8),
+    "sub_0.125": dict(hypergradient_fraction=0.125, val_batch_size=4),
 }
 """DABO variants of `--ablation`, each one change from the default (`network`: the paper's
-augmenter with its released optimiser settings and step, `dabo_tf.presets.PAPER`)."""
+augmenter with its released optimiser settings and step, `dabo_tf.presets.PAPER`; `sub_*`:
+the cheaper bilevel pass on a share of the batch with a validation batch of the same share,
+issue 16's cost options)."""
 
 QUICK = dict(seeds=(0,), trials=5, methods=("none", "hand", "dabo", "frozen", "tuner"))
 """`--quick`: one seed, no TrivialAugment or RandAugment (the slowest baselines), a 5-trial

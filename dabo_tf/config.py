@@ -240,6 +240,12 @@ class Config:
         "Validation batch of DABO's look-ahead loss. Default: --batch_size (the paper). "
         "Smaller is cheaper: the look-ahead pass is about 3 of a step's 10 units of work.",
         lower_bound=1)
+    hypergradient_fraction: float = field(
+        1.0,
+        "Share of each training batch DABO's bilevel pass (differentiated twice) and its "
+        "look-ahead run on; the rest gets an ordinary pass and the classifier steps on the "
+        "whole batch. 1 is the exact step (10 forward-pass units); 0.25 with "
+        "--val_batch_size a quarter of the batch is 4.75 units (1.6x a plain step).")
     fill_mode: str = field(
         "reflect",
         "How the learned warp fills pixels from outside "
@@ -389,6 +395,8 @@ def check_config(config: Config) -> Config:
     fail(config.model not in MODELS and not re.fullmatch(r"wrn\d+_\d+", str(config.model)),
          f"model must be one of {list(MODELS)} or wrn<depth>_<width>", "model")
     fail(not 0.0 <= config.val_fraction < 1.0, "val_fraction must be in [0, 1)", "val_fraction")
+    fail(not 0.0 < config.hypergradient_fraction <= 1.0,
+         "hypergradient_fraction must be in (0, 1]", "hypergradient_fraction")
     fail(not 0.0 <= config.augmenter_warmup < 1.0,
          "augmenter_warmup must be a fraction of the training steps in [0, 1)",
          "augmenter_warmup")

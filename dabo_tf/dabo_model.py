@@ -138,6 +138,14 @@ class DaboModel(keras.Model):
             so the classifier then trains in float32. `None` keeps the classifier's own
             policy there: faster on accelerators, less exact. Plain steps
             (`augmenter_update_every > 1`) always use the classifier's own policy.
+        hypergradient_fraction: share of each training batch the bilevel pass (the training
+            pass differentiated twice, and the look-ahead from its gradient) runs on; the
+            rest of the batch gets an ordinary forward and backward pass, and the classifier
+            steps on the whole batch (the two gradients weighted by their images). In units
+            of a forward pass F a step costs `3F + 4F * fraction` plus the validation pass
+            (`3F * val_batch / batch`) instead of 10F: with 1/4 of the batch and a validation
+            batch of 1/4, 4.75F (1.6x a plain step). With `antithetic` the pairs are made
+            within the sub-batch. Defaults to 1.0 (the exact step on the whole batch).
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
@@ -166,7 +174,7 @@ class DaboModel(keras.Model):
     def __init__(self, classifier, augmenter=None, *, inner_lr=None, inner_steps=1,
                  augmenter_update_every=1, augmenter_warmup_steps=0,
                  normalize_lookahead=True, antithetic=True, hypergradient_dtype="float32",
-                 skip_non_finite=True, **kwargs):
+                 skip_non_finite=True, hypergradient_fraction=1.0, **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
             classifier = keras.saving.deserialize_keras_object(classifier)
@@ -181,6 +189,10 @@ class DaboModel(keras.Model):
         self.normalize_lookahead = bool(normalize_lookahead)
         self.antithetic = bool(antithetic)
         self.skip_non_finite = bool(skip_non_finite)
+        self.hypergradient_fraction = float(hypergradient_fraction)
+        if not 0.0 < self.hypergradient_fraction <= 1.0:
+            raise ValueError("hypergradient_fraction must be in (0, 1]. "
+                             f"Received: hypergradient_fraction={hypergradient_fraction}")
         if hypergradient_dtype not in (None, "float32"):
             raise ValueError("hypergradient_dtype must be 'float32' or None (the "
                              "classifier's own policy). Received: "
@@ -408,19 +420,70 @@ class DaboModel(keras.Model):
                                                mirrored)
         return tf.concat([x, x], 0), tf.concat([y, y], 0), transformation
 
+    def _split_for_hypergradient(self, x, y):
+        """`(x_sub, y_sub, x_rest, y_rest)`: the bilevel pass's share of the batch and the
+        rest (with `antithetic`, the sub-batch's first half is paired: the rest starts after
+        it, so every image is trained on)."""
+        n = x.shape[0]
+        if n is not None:  # static shapes (XLA, the FLOP counter) when the batch is known
+            k = min(max(2, round(self.hypergradient_fraction * n)), n)
+        else:
+            n = tf.shape(x)[0]
+            k = tf.minimum(n, tf.maximum(2, tf.cast(tf.round(
+                self.hypergradient_fraction * tf.cast(n, tf.float32)), tf.int32)))
+        start = k // 2 if self.antithetic else k
+        return x[:k], y[:k], x[start:], y[start:]
+
+    def _plain_gradients(self, x, y):
+        """Loss, logits, scaled gradients and new BN statistics of an ordinary pass on `x`
+        augmented (the augmenter frozen), without updating anything."""
+        classifier = self.classifier
+        images = tf.stop_gradient(self.augmenter(x, training=True))
+        weights = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
+        non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            logits, new_non_trainable = classifier.stateless_call(weights, non_trainable, images,
+                                                                  training=True)
+            loss = self._loss(y, logits)
+            scaled = self.optimizer.scale_loss(loss)
+        return loss, logits, tape.gradient(scaled, weights), new_non_trainable
+
     def _bilevel_update(self, x, y, x_val, y_val):
         classifier = self.classifier
         all_reduce = distribute.replica_all_reduce_sum()
         transformation = None
+        rest = None
+        if self.hypergradient_fraction < 1.0:
+            x, y, x_rest, y_rest = self._split_for_hypergradient(x, y)
+            rest = (y_rest, *self._plain_gradients(x_rest, y_rest))
         if self.antithetic:
             x, y, transformation = self.antithetic_batch(x, y)
         # Inner step and hypergradient.
         result = self.hypergradient(x, y, x_val, y_val, transformation)
         logits, new_non_trainable = result.aux
+        loss, gradients = result.train_loss, result.gradients
+        if rest is not None:
+            # The classifier steps on the whole batch: both passes, weighted by their images.
+            y_rest, loss_rest, logits_rest, grads_rest, non_trainable_rest = rest
+            n_sub, n_rest = (tf.cast(tf.shape(t)[0], tf.float32) for t in (y, y_rest))
+            share = n_sub / (n_sub + n_rest)
 
-        checked = [result.train_loss, result.val_loss, result.hypergradients]
+            def mix(a, b):
+                return tf.cast(share, a.dtype) * a + tf.cast(1.0 - share, a.dtype) * tf.cast(
+                    b, a.dtype)
+
+            loss = mix(tf.cast(loss, tf.float32), loss_rest)
+            gradients = [mix(g, r) for g, r in zip(gradients, grads_rest)]
+            new_non_trainable = [mix(tf.cast(a, v.dtype), b) for a, b, v in zip(
+                new_non_trainable, non_trainable_rest, classifier.non_trainable_variables)]
+            logits = tf.concat([tf.cast(logits, tf.float32), tf.cast(logits_rest, tf.float32)],
+                               0)
+            y = tf.concat([y, tf.cast(y_rest, y.dtype)], 0)
+
+        checked = [loss, result.val_loss, result.hypergradients]
         if self._guards_classifier():
-            checked.append(result.gradients)
+            checked.append(gradients)
         finite = self._finite_on_all_replicas(*checked)
 
         def update_augmenter(hypergradients):
@@ -440,7 +503,7 @@ class DaboModel(keras.Model):
         # Update classifier.
         statistics_change = [tf.cast(new, v.dtype) - v for new, v in
                              zip(new_non_trainable, classifier.non_trainable_variables)]
-        self._update_classifier(finite, result.gradients)
+        self._update_classifier(finite, gradients)
         distribute.run_if(finite, update_statistics, statistics_change)
         skipped = 1.0 - tf.cast(finite, tf.float32)
 
@@ -450,7 +513,7 @@ class DaboModel(keras.Model):
             keras_compat.unscale_loss_for_distribution(result.val_loss))
         self.hypergrad_norm_tracker.update_state(hyper_norm)
         self.skipped_tracker.update_state(skipped)
-        return result.train_loss, logits, y
+        return loss, logits, y
 
     def _plain_update(self, x, y):
         """An ordinary step on augmented data, the augmenter frozen (between bilevel steps)."""
@@ -552,6 +615,7 @@ class DaboModel(keras.Model):
             "antithetic": self.antithetic,
             "hypergradient_dtype": self.hypergradient_dtype,
             "skip_non_finite": self.skip_non_finite,
+            "hypergradient_fraction": self.hypergradient_fraction,
             "name": self.name,
         }
 

@@ -17,7 +17,8 @@ DENSE_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul",
               "BatchMatMulV2", "BatchMatMulV3")
 
 
-def model_and_batch(model_name, every, batch, image_size=32, classes=10, jit_compile=False):
+def model_and_batch(model_name, every, batch, image_size=32, classes=10, jit_compile=False,
+                    hypergradient_fraction=1.0):
     """A compiled `DaboModel` (default learned affine augmenter, SGD) and a seeded batch."""
     import keras
 
@@ -31,7 +32,8 @@ def model_and_batch(model_name, every, batch, image_size=32, classes=10, jit_com
     y = rng.integers(0, classes, batch).astype(np.int32)
     classifier = models.build_classifier(model_name, shape, classes, seed=0)
     model = dabo_tf.DaboModel(classifier, dabo_tf.augment.build_augmenter(seed=0),
-                              augmenter_update_every=every)
+                              augmenter_update_every=every,
+                              hypergradient_fraction=hypergradient_fraction)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=jit_compile)
@@ -91,23 +93,27 @@ def dense_flops(graph, counts=None):
     return counts
 
 
-def step_flops(model_name, batch, val_batches, image_size=32, classes=10):
-    """Dense FLOPs of one plain step and of one DABO step per validation batch.
+def step_flops(model_name, batch, val_batches, image_size=32, classes=10, fractions=(1.0,)):
+    """Dense FLOPs of one plain step and of one DABO step per validation batch and fraction.
 
-    Returns `{"plain": counts, val_batch: counts, ...}`, each the per-op-type FLOPs
-    (`dense_flops`) of one `train_step` traced at the given batch sizes (the augmenter is
-    the default learned affine one).
+    Returns `{"plain": counts, val_batch: counts, (val_batch, fraction): counts, ...}`, each
+    the per-op-type FLOPs (`dense_flops`) of one `train_step` traced at the given batch
+    sizes (the augmenter is the default learned affine one); `fraction` is the
+    `hypergradient_fraction` (the key is the validation batch alone for 1.0).
     """
     import tensorflow as tf
 
     result = {}
-    for every in (0, 1):  # a plain step, then a DABO step per validation batch
-        model, x, y = model_and_batch(model_name, every, batch, image_size, classes)
-        model.train_on_batch(((x[:2], y[:2]), (x[:2], y[:2])))  # creates every variable
+    steps = [(0, 1.0)] + [(1, f) for f in fractions]  # a plain step, then DABO steps
+    for every, fraction in steps:
+        model, x, y = model_and_batch(model_name, every, batch, image_size, classes,
+                                      hypergradient_fraction=fraction)
+        model.train_on_batch(((x[:4], y[:4]), (x[:2], y[:2])))  # creates every variable
         step = tf.function(model.train_step)
         x, y = tf.constant(x), tf.constant(y)
         for val_batch in (val_batches if every else (batch,)):
             data = ((x, y), (x[:val_batch], y[:val_batch]))
-            result[val_batch if every else "plain"] = dense_flops(
-                step.get_concrete_function(data).graph)
+            key = "plain" if not every else (val_batch if fraction == 1.0 else
+                                             (val_batch, fraction))
+            result[key] = dense_flops(step.get_concrete_function(data).graph)
     return result

@@ -516,3 +516,38 @@ def test_fit_takes_what_keras_users_pass_and_names_the_right_call():
         model.fit(x, y, hypergradient_split=0.25, validation_split=0.1, verbose=0)
     with pytest.raises(ValueError, match=r"takes \(\(x, y\), \(x_val, y_val\)\)"):
         model.train_step((tf.constant(x[:8]), tf.constant(y[:8])))
+
+
+def test_hypergradient_on_a_sub_batch_steps_the_classifier_on_the_whole_batch():
+    # Identity augmentation and no BatchNorm: the classifier's step must be plain SGD on the
+    # whole batch, the look-ahead must use the sub-batch's gradient only.
+    classifier = tiny_classifier(batchnorm=False)
+    reference = keras.models.clone_model(classifier)
+    reference.set_weights(classifier.get_weights())
+    model = dabo_model(classifier, hypergradient_fraction=0.5, normalize_lookahead=False,
+                       inner_lr=0.3)
+    for w in model.augmenter.trainable_weights:
+        w.assign(tf.zeros_like(w))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False)
+    (x, y), (xv, yv) = batch(), batch(seed=1)
+    weights = reference.trainable_variables
+
+    def gradient(images, labels):
+        with tf.GradientTape() as tape:
+            loss = LOSS(labels, reference(images))
+        return loss, tape.gradient(loss, weights)
+
+    _, g_sub = gradient(x[:4], y[:4])
+    loss, g_full = gradient(x, y)
+    ahead = [w - 0.3 * g for w, g in zip(weights, g_sub)]
+    lookahead = LOSS(yv, reference.stateless_call(ahead, [], xv)[0])
+    logs = model.train_on_batch(((x, y), (xv, yv)), return_dict=True)
+    np.testing.assert_allclose(logs["loss"], loss, rtol=1e-5)
+    np.testing.assert_allclose(logs["lookahead_val_loss"], lookahead, rtol=1e-5)
+    for w, before, g in zip(classifier.trainable_variables, weights, g_full):
+        np.testing.assert_allclose(w.numpy(), before.numpy() - 0.1 * g.numpy(), atol=1e-6)
+    set_augmenter(model)  # away from |0|, where the width's gradient vanishes
+    assert model.train_on_batch(((x, y), (xv, yv)), return_dict=True)["hypergrad_norm"] > 0
+    assert dabo_tf.DaboModel.from_config(model.get_config()).hypergradient_fraction == 0.5
+    with pytest.raises(ValueError, match="Received: hypergradient_fraction=0"):
+        dabo_model(hypergradient_fraction=0)
