@@ -495,12 +495,23 @@ def tfds_builder(name, data_dir, prepare=True):
             f"Try one of {', '.join(TFDS_EXAMPLES)}. Received: name={name!r}")
     if prepare and not builder.is_prepared():
         where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
-        if not is_online():
+        manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+        if manual:  # e.g. imagenet2012: prepared from files the user downloads, offline too
+            folder = pathlib.Path(data_dir or "~/tensorflow_datasets").expanduser() / \
+                "downloads" / "manual"
+            if not folder.is_dir() or not any(folder.iterdir()):
+                first = " ".join(str(manual).split())[:300]
+                raise DataUnavailableError(
+                    f"Data set {name!r} is not prepared in {where} and TFDS cannot download "
+                    f"it: put its files in {str(folder)!r} (TFDS: {first}) and run again to "
+                    f"prepare it. Received: data_dir={data_dir!r}")
+        elif not is_online():
             raise DataUnavailableError(
                 f"Data set {name!r} is not prepared in {where} and there is no internet "
                 f"connection to download it. {_HOW_TO_PROVIDE}")
         try:
-            builder.download_and_prepare()
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+                manual_dir=str(folder))) if manual else builder.download_and_prepare()
         except Exception as e:  # any failure here is user-facing
             raise DataUnavailableError(
                 f"Could not download and prepare data set {name!r} into {where} ({e}). "

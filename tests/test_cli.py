@@ -248,7 +248,8 @@ def test_offline_tfds_error(cli, tmp_path, monkeypatch):
     (["--hand_policy=crop,warp"], "hand_policy must be one of"),
     (["--eval_shift=spin:3"], "Received: eval_shift='spin:3'"),
     (["--augmenter_warmup=1.5"], "Received: augmenter_warmup=1.5"),
-    (["--experiment=imagenet"], "Unknown experiment preset"),
+    (["--experiment=imagenet21k"], "Unknown experiment preset"),
+    (["--experiment=imagenet", "--data_dir=/nonexistent"], "/nonexistent/downloads/manual"),
     (["--dataset=folder", "--data_dir=/no/such/folder"], "does not exist"),
     (["--resume"], "--resume needs --output_dir"),
 ])

@@ -124,6 +124,8 @@ def test_stream_tfds_split_strings(tmp_path):
 def test_imagenet_preset_end_to_end_on_mocked_tfds(monkeypatch, tmp_path, cli):
     monkeypatch.setattr(data, "is_online", lambda *a, **k: True)  # preparing is mocked
     out = tmp_path / "run"
+    (tmp_path / "downloads" / "manual").mkdir(parents=True)  # where the ILSVRC tars go
+    (tmp_path / "downloads" / "manual" / "ILSVRC2012_img_train.tar").write_bytes(b"")
     with tfds.testing.mock_data(num_examples=200):
         code, stdout, err = cli("--experiment=imagenet:smoke", f"--data_dir={tmp_path}",
                                 "--mode=dabo", f"--output_dir={out}")
