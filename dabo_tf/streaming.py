@@ -82,6 +82,11 @@ class FileSource:
     def subset(self, index) -> "FileSource":
         return dataclasses.replace(self, paths=self.paths[index], labels=self.labels[index])
 
+    def spread(self, n) -> "FileSource":
+        """Up to `n` images evenly spaced over the list (which is sorted by class)."""
+        count = len(self.labels)
+        return self.subset(np.linspace(0, count - 1, min(n, count)).astype(int))
+
     def examples(self, training: bool, seed: int) -> tf.data.Dataset:
         """`(uint8 [S, S, C] image, int32 label)` examples, shuffled every pass if training."""
         native = np.array([str(p).lower().endswith(_NATIVE) for p in self.paths])
@@ -231,8 +236,11 @@ class StreamedSplits(data.Splits):
         return data.batch_to_float(ds, batch_size, drop_remainder)
 
     def _head(self, n=512):
+        source = self.sources["train"]
+        if isinstance(source, FileSource):  # every class, not the first one's files
+            source = source.spread(n)
         images, labels = [], []
-        for x, y in self.sources["train"].examples(False, 0).take(n).batch(n):
+        for x, y in source.examples(False, 0).take(n).batch(n):
             images, labels = x.numpy(), y.numpy()
         return images, labels
 
@@ -402,9 +410,8 @@ def _splits(name, source, class_names, image_size, channels) -> StreamedSplits:
     if train.size == 0:
         raise data.DataUnavailableError(f"The training split of {name} is empty.")
     sample: Optional[np.ndarray] = None
-    if isinstance(train, FileSource):  # spread over the classes (the list is by class)
-        n = len(train.labels)
-        train = train.subset(np.linspace(0, n - 1, min(STATS_IMAGES, n)).astype(int))
+    if isinstance(train, FileSource):  # every class, not the first one's files
+        train = train.spread(STATS_IMAGES)
     for x, _ in train.examples(False, 0).take(STATS_IMAGES).batch(STATS_IMAGES):
         sample = x.numpy()
     if sample is None:
