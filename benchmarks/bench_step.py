@@ -42,8 +42,11 @@ CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0), ("DABO every step", 1, 1, 1.
            ("DABO every step, val batch / 2", 1, 2, 1.0),
            ("DABO every 2nd step, val batch / 2", 2, 2, 1.0),
            ("DABO every step, bilevel on 1/4, val batch / 4", 1, 4, 0.25),
-           ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125)]
-"""(label, augmenter_update_every, batch / val_batch, hypergradient_fraction)."""
+           ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125),
+           ("ordinary Keras fit, frozen augmenter in front", -1, 1, 1.0)]
+"""(label, augmenter_update_every, batch / val_batch, hypergradient_fraction); -1: not a
+`DaboModel` but an ordinary `keras.Model` of the same augmenter (frozen) and classifier,
+the baseline a user would compare with (timed only: its work is the plain step's)."""
 
 
 def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0):
@@ -51,11 +54,19 @@ def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0):
     import keras
     import tensorflow as tf
 
-    model, x, y = model_and_batch(model_name, every, batch, jit_compile=jit,
+    model, x, y = model_and_batch(model_name, max(every, 0), batch, jit_compile=jit,
                                   hypergradient_fraction=fraction)
     one = tf.data.Dataset.from_tensors((x, y))
     val = tf.data.Dataset.from_tensors((x[:val_batch], y[:val_batch]))
     ds = tf.data.Dataset.zip((one, val)).repeat()
+    if every < 0:  # the same classifier behind the same augmenter, frozen, in plain Keras
+        model.augmenter.trainable = False
+        inputs = keras.Input(x.shape[1:])
+        plain = keras.Model(inputs, model.classifier(model.augmenter(inputs, training=True)))
+        plain.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=jit)
+        model, ds = plain, one.repeat()
     times = []
 
     class Timer(keras.callbacks.Callback):
@@ -84,6 +95,8 @@ def print_flops(model_names, batch):
                  step_flops(model_name, batch, val_batches, fractions=fractions).items()}
         plain = flops["plain"]
         for label, every, divisor, fraction in CONFIGS:
+            if every < 0:
+                continue
             key = batch // divisor if fraction == 1.0 else (batch // divisor, fraction)
             per_step = (plain if every == 0 else (flops[key] + (every - 1) * plain) / every)
             print(f"| {model_name} | {label} | {per_step / 1e9:.2f} | "

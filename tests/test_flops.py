@@ -67,7 +67,7 @@ def test_bench_step_flops_command(capsys):
     bench_step.main(["--flops", "--models=tiny_cnn", "--batch=8"])
     rows = dict(re.findall(r"\| tiny_cnn \| ([^|]+?) \| [\d.]+ \| ([\d.]+)x \|",
                            capsys.readouterr().out))
-    assert len(rows) == len(bench_step.CONFIGS)
+    assert len(rows) == sum(every >= 0 for _, every, _, _ in bench_step.CONFIGS)
     ratios = {label: float(value) for label, value in rows.items()}
     every, half = ratios["DABO every step"], ratios["DABO every step, val batch / 2"]
     assert ratios["plain (augmenter frozen)"] == 1.0
