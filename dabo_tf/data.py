@@ -206,7 +206,7 @@ def load(name, *, data_dir=None, image_size=32, val_fraction=0.2, train_size=Non
     x_val = y_val = None
     if key.lower() == "digits":
         x, y, class_names = _load_digits(image_size)
-        keep, test = _stratified_split(y, _count(test_fraction, len(y)), _TEST_SPLIT_SEED)
+        keep, test = test_hold_out(y, test_fraction)
         x_train, y_train, x_test, y_test = x[keep], y[keep], x[test], y[test]
     elif key.lower() == "folder":
         (x_train, y_train, x_val, y_val, x_test, y_test,
@@ -359,6 +359,12 @@ def _make_splits(name, x_train, y_train, x_val, y_val, x_test, y_test, class_nam
         image_shape=tuple(int(d) for d in x_train.shape[1:]), mean=mean, std=std)
 
 
+def test_hold_out(y, test_fraction):
+    """`(keep, test)` indices of the fixed stratified test hold-out (seed 0, whatever the
+    run's seed) of a data set without a test split."""
+    return _stratified_split(y, _count(test_fraction, len(y)), _TEST_SPLIT_SEED)
+
+
 def _count(fraction, n):
     return int(round(fraction * n))
 
@@ -459,7 +465,7 @@ def is_online(host="storage.googleapis.com", port=443, timeout=3.0):
     return bool(result and result[0])
 
 
-def tfds_builder(name, data_dir, prepare=True):
+def tfds_builder(name, data_dir):
     """The TFDS builder of an (image, class label) data set, prepared (downloaded if online).
 
     Returns:
@@ -493,7 +499,7 @@ def tfds_builder(name, data_dir, prepare=True):
         raise DataUnavailableError(
             f"TFDS data set {name!r} is not an (image, class label) classification data set. "
             f"Try one of {', '.join(TFDS_EXAMPLES)}. Received: name={name!r}")
-    if prepare and not builder.is_prepared():
+    if not builder.is_prepared():
         where = data_dir or "the default TFDS data_dir (~/tensorflow_datasets)"
         manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
         if manual:  # e.g. imagenet2012: prepared from files the user downloads, offline too
@@ -527,8 +533,7 @@ def _load_tfds(name, data_dir, image_size, test_fraction):
     builder, class_names, test_split = tfds_builder(name, data_dir)
     x_train, y_train = _read_tfds_split(builder, "train", image_size)
     if test_split is None:
-        keep, test = _stratified_split(y_train, _count(test_fraction, len(y_train)),
-                                       _TEST_SPLIT_SEED)
+        keep, test = test_hold_out(y_train, test_fraction)
         x_train, y_train, x_test, y_test = x_train[keep], y_train[keep], x_train[test], \
             y_train[test]
     else:
@@ -640,8 +645,7 @@ def _load_folder(data_dir, image_size, test_fraction):
     if "test" in arrays:
         x_test, y_test = arrays["test"]
     else:
-        keep, test = _stratified_split(y_train, _count(test_fraction, len(y_train)),
-                                       _TEST_SPLIT_SEED)
+        keep, test = test_hold_out(y_train, test_fraction)
         x_train, y_train, x_test, y_test = x_train[keep], y_train[keep], x_train[test], \
             y_train[test]
     x_val, y_val = arrays.get("val", (None, None))
@@ -714,16 +718,23 @@ def _read_class_folders(directory, class_names, image_size):
             continue
         kept_labels.append(label)
     if class_names is None:
-        present = sorted(set(kept_labels))
-        for k, name in enumerate(names):
-            if k not in present:
-                warnings.warn(f"Class folder {str(directory / name)!r} contains no readable "
-                              f"images; class {name!r} is dropped.", stacklevel=4)
-        remap = {old: new for new, old in enumerate(present)}
-        kept_labels = [remap[label] for label in kept_labels]
-        names = [names[k] for k in present]
+        kept_labels, names = drop_unread_classes(directory, kept_labels, names)
     warn_skipped(bad, directory)
-    return images, kept_labels, names
+    return images, list(kept_labels), names
+
+
+def drop_unread_classes(directory, labels, names, stacklevel=5):
+    """Drops (with a warning) discovered classes none of whose files could be read.
+
+    Returns `(labels, names)`: the labels renumbered over the classes that remain.
+    """
+    labels = np.asarray(labels, np.int32)
+    present = np.unique(labels)
+    for k, name in enumerate(names):
+        if k not in present:
+            warnings.warn(f"Class folder {str(directory / name)!r} contains no readable "
+                          f"images; class {name!r} is dropped.", stacklevel=stacklevel)
+    return np.searchsorted(present, labels).astype(np.int32), [names[k] for k in present]
 
 
 def _regular_file(path) -> bool:

@@ -30,7 +30,6 @@ Normalisation statistics come from `STATS_IMAGES` training images spread over th
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Optional
 
 import numpy as np
@@ -288,13 +287,7 @@ def _listed(directory, class_names=None):
     labels = np.asarray(labels, np.int32)[ok] if paths else np.zeros([0], np.int32)
     paths = np.array([str(p) for p in paths], object)[ok] if paths else np.array([], object)
     if class_names is None:  # a class whose every file is unreadable is dropped
-        present = np.unique(labels)
-        for k, name in enumerate(names):
-            if k not in present:
-                warnings.warn(f"Class folder {str(directory / name)!r} contains no readable "
-                              f"images; class {name!r} is dropped.", stacklevel=4)
-        labels = np.searchsorted(present, labels).astype(np.int32)
-        names = [names[k] for k in present]
+        labels, names = data.drop_unread_classes(directory, labels, names)
     return paths, labels, names
 
 
@@ -336,9 +329,7 @@ def _stream_folder(data_dir, image_size, val_fraction, train_size, seed, test_fr
     channels = _folder_channels([p for p, _ in lists.values()])
     source = {k: FileSource(p, y, image_size, channels, grid) for k, (p, y) in lists.items()}
     if "test" not in source:
-        labels = source["train"].labels
-        keep, test = data._stratified_split(labels, data._count(test_fraction, len(labels)),
-                                            data._TEST_SPLIT_SEED)
+        keep, test = data.test_hold_out(source["train"].labels, test_fraction)
         source["test"] = source["train"].subset(test)
         source["train"] = source["train"].subset(keep)
     train, val = data.choose_subsets("folder", source["train"].labels, "val" in source,
