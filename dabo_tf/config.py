@@ -244,8 +244,9 @@ class Config:
         1.0,
         "Share of each training batch DABO's bilevel pass (differentiated twice) and its "
         "look-ahead run on; the rest gets an ordinary pass and the classifier steps on the "
-        "whole batch. 1 is the exact step (10 forward-pass units); 0.25 with "
-        "--val_batch_size a quarter of the batch is 4.75 units (1.6x a plain step).")
+        "whole batch. 1 is the exact step (10 forward-pass units, 3.3x a plain step); 0.25 "
+        "with --val_batch_size a quarter of the batch is 1.7x a plain step (counted, with "
+        "mirrored pairs).")
     fill_mode: str = field(
         "reflect",
         "How the learned warp fills pixels from outside "

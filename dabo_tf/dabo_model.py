@@ -143,9 +143,12 @@ class DaboModel(keras.Model):
             rest of the batch gets an ordinary forward and backward pass, and the classifier
             steps on the whole batch (the two gradients weighted by their images). In units
             of a forward pass F a step costs `3F + 4F * fraction` plus the validation pass
-            (`3F * val_batch / batch`) instead of 10F: with 1/4 of the batch and a validation
-            batch of 1/4, 4.75F (1.6x a plain step). With `antithetic` the pairs are made
-            within the sub-batch. Defaults to 1.0 (the exact step on the whole batch).
+            (`3F * val_batch / batch`) instead of 10F. With `antithetic` the pairs are made
+            within the sub-batch (its first half twice), so the rest is `1 - fraction / 2` of
+            the batch and the step `3F * (1 + fraction / 2) + 4F * fraction` plus the
+            validation pass: with 1/4 of the batch and a validation batch of 1/4, 5.1F
+            (1.71x a plain step, counted by `benchmarks/bench_step.py --flops`). Defaults
+            to 1.0 (the exact step on the whole batch).
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
