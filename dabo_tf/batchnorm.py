@@ -38,10 +38,11 @@ def _moments(layer, inputs, mask):
     if not getattr(_second_order, "active", False) or mask is not None or layer.synchronized:
         return keras_compat.batchnorm_moments(layer, inputs, mask)
     axes = keras_compat.batchnorm_reduction_axes(layer)
-    mean = tf.reduce_mean(inputs, axis=axes)
+    # One reduction for the mean (squeezed, not recomputed): without XLA every reduction's
+    # gradient materialises a full-size tensor (Tile) in both backward passes.
     expanded = tf.reduce_mean(inputs, axis=axes, keepdims=True)
     variance = tf.reduce_mean(tf.square(inputs - expanded), axis=axes)
-    return mean, variance
+    return tf.squeeze(expanded, axis=axes), variance
 
 
 def use_exact_batchnorm_moments(model):
