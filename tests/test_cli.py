@@ -331,40 +331,61 @@ def _workers(tmp_path, *args):
         for i in range(2)]
 
 
+def _run_workers(tmp_path, *args):
+    """Runs two workers to the end; `[(returncode, stdout, stderr)]`. TensorFlow's CPU
+    multi-worker runtime now and then kills a worker with SIGABRT and no message a few
+    seconds into training (3 of 12 two-worker smoke runs on a 2-core machine, 2026-12-03;
+    not our error path, which exits 1 with one line), so such a run is tried once more."""
+    for attempt in range(2):
+        procs = _workers(tmp_path / f"try{attempt}", *args)
+        try:
+            outs = [p.communicate(timeout=300) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        results = [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
+        if not any(code is not None and code < 0 for code, _, _ in results):
+            break
+    return results, tmp_path / f"try{attempt}"
+
+
 def test_multi_worker_run_and_a_killed_worker(tmp_path):
     """Two workers finish one run, written by the chief only; when a worker is killed, the
     other ends (no hang) with one message saying how to resume."""
     import time
 
-    procs = _workers(tmp_path / "a", *TINY)
-    try:
-        outs = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (_, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-3000:]
-    metrics = json.loads((tmp_path / "a" / "run" / "metrics.json").read_text())
+    results, folder = _run_workers(tmp_path / "a", *TINY)
+    assert all(code == 0 for code, _, _ in results), "\n=====\n".join(
+        err[-3000:] for _, _, err in results)
+    metrics = json.loads((folder / "run" / "metrics.json").read_text())
     assert metrics["num_replicas"] == 2 and metrics["config"]["distribute"] == "multi_worker"
-    assert sorted(os.listdir(tmp_path / "a")) == ["run"]  # the other worker's folder is gone
-    assert "the chief wrote the run to" in outs[1][0]
+    assert sorted(os.listdir(folder)) == ["run"]  # the other worker's folder is gone
+    assert "the chief wrote the run to" in results[1][1]
 
-    procs = _workers(tmp_path / "b", *TINY, "--epochs=400", "--verbose=2")
-    history = tmp_path / "b" / "run" / "history.csv"
-    try:
-        deadline = time.monotonic() + 240
-        while not (history.is_file() and len(history.read_text().splitlines()) > 2):
-            if procs[0].poll() is not None or time.monotonic() > deadline:
-                procs[1].kill()
+    for attempt in range(2):  # a worker aborted by TensorFlow itself: once more (_run_workers)
+        folder = tmp_path / f"b{attempt}"
+        procs = _workers(folder, *TINY, "--epochs=400", "--verbose=2")
+        history = folder / "run" / "history.csv"
+        try:
+            deadline = time.monotonic() + 240
+            while not (epoch := history.is_file()
+                       and len(history.read_text().splitlines()) > 2):
+                if procs[0].poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            aborted = procs[1].poll() is not None and procs[1].returncode < 0
+            procs[1].kill()
+            if aborted and attempt == 0:
+                continue
+            if not epoch:
                 pytest.fail("no epoch: " + procs[0].communicate(timeout=60)[1][-3000:])
-            time.sleep(0.5)
-        procs[1].kill()
-        _, err = procs[0].communicate(timeout=180)  # ends: no hang
-    finally:
-        for p in procs:
-            p.kill()
+            _, err = procs[0].communicate(timeout=180)  # ends: no hang
+            break
+        finally:
+            for p in procs:
+                p.kill()
     assert procs[0].returncode == 1
     last = err.strip().splitlines()[-1]
     assert "Another worker of the cluster stopped responding" in last and "--resume" in last
     assert "Traceback" not in err
-    assert (tmp_path / "b" / "run" / "backup").is_dir()  # kept for --resume
+    assert (folder / "run" / "backup").is_dir()  # kept for --resume
