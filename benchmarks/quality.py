@@ -83,6 +83,7 @@ VARIANTS = {
     "default": {},
     "paper_step": dict(normalize_lookahead=False),
     "no_antithetic": dict(antithetic=False),
+    "drop_unpaired": dict(train_unpaired=False),
     "linear": dict(augmenter_magnitude_scale="linear"),
     "learned_mean": dict(augmenter_learn_mean=True),
     "lr_0.01": dict(augmenter_lr=0.01),

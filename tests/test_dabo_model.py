@@ -518,6 +518,29 @@ def test_fit_takes_what_keras_users_pass_and_names_the_right_call():
         model.train_step((tf.constant(x[:8]), tf.constant(y[:8])))
 
 
+@pytest.mark.parametrize("train_unpaired", [True, False])
+def test_mirrored_pairs_train_on_the_unpaired_half(train_unpaired):
+    # Identity augmentation and no BatchNorm: with the unpaired half trained, a bilevel step
+    # is SGD on the whole batch (a pair counts as one image); without, on its first half.
+    classifier = tiny_classifier(batchnorm=False)
+    reference = keras.models.clone_model(classifier)
+    reference.set_weights(classifier.get_weights())
+    model = dabo_model(classifier, antithetic=True, train_unpaired=train_unpaired)
+    for w in model.augmenter.trainable_weights:
+        w.assign(tf.zeros_like(w))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False)
+    (x, y), (xv, yv) = batch(), batch(seed=1)
+    weights = reference.trainable_variables
+    trained = slice(None) if train_unpaired else slice(0, len(x) // 2)
+    with tf.GradientTape() as tape:
+        loss = LOSS(y[trained], reference(x[trained]))
+    grads = tape.gradient(loss, weights)
+    model.train_on_batch(((x, y), (xv, yv)))
+    for w, before, g in zip(classifier.trainable_variables, weights, grads):
+        np.testing.assert_allclose(w.numpy(), before.numpy() - 0.1 * g.numpy(), atol=1e-6)
+    assert dabo_tf.DaboModel.from_config(model.get_config()).train_unpaired is train_unpaired
+
+
 def test_hypergradient_on_a_sub_batch_steps_the_classifier_on_the_whole_batch():
     # Identity augmentation and no BatchNorm: the classifier's step must be plain SGD on the
     # whole batch, the look-ahead must use the sub-batch's gradient only.

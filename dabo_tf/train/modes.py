@@ -101,6 +101,7 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
                                                    * steps),
                       normalize_lookahead=config.normalize_lookahead,
                       antithetic=config.antithetic,
+                      train_unpaired=config.train_unpaired,
                       hypergradient_fraction=config.hypergradient_fraction,
                       hypergradient_dtype=(None if config.hypergradient_dtype == "policy"
                                            else config.hypergradient_dtype))
