@@ -92,6 +92,7 @@ VARIANTS = {
     "val_0.4": dict(val_fraction=0.4),
     "flip_cutout": dict(augmenter_flip=True, augmenter_cutout=True),
     "no_color": dict(augmenter_color=False),
+    "no_shear": dict(augmenter_shear=False),
     "network": dict(presets.PAPER),
     "sub_0.25": dict(hypergradient_fraction=0.25, val_batch_size=8),
     "sub_0.125": dict(hypergradient_fraction=0.125, val_batch_size=4),

@@ -168,6 +168,9 @@ class Config:
         None,
         "Also learn colour jitter (brightness, contrast, saturation). Default: on for "
         "colour (3-channel) images, off for grayscale.")
+    augmenter_shear: bool = field(
+        True,
+        "Distribution augmenter: learn a shear range besides rotation, scales and shifts.")
     augmenter_projective: bool = field(
         False,
         "Also learn projective (perspective) terms (distribution augmenter).")

@@ -429,7 +429,8 @@ class LearnedCutout(_LearnedGate):
         return {**super().get_config(), "init_size": self.init_size, "max_size": self.max_size}
 
 
-def build_augmenter(kind: str = "distribution", *, color: bool = False, projective=False,
+def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: bool = True,
+                    projective=False,
                     flip: bool = False, vflip: bool = False, cutout: bool = False,
                     fill_mode="reflect", fill_value=0.0, identity_init=True, learn_mean=False,
                     init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log", seed=None):
@@ -439,6 +440,7 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, projecti
         kind: `"distribution"` (learned uniform distributions per op, the default) or
             `"network"` (the paper's noise MLP).
         color: add learned colour jitter.
+        shear: learn a shear range (distribution augmenter only).
         projective: add the projective terms (distribution augmenter only).
         flip, vflip: add a horizontal / vertical flip with a learned probability.
         cutout: add cutout with a learned size and probability.
@@ -453,7 +455,8 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, projecti
     """
     seeds = streams(seed)
     if kind == "distribution":
-        layers = [LearnedAffine(projective=projective, fill_mode=fill_mode,
+        ops = tuple(o for o in DEFAULT_AFFINE_OPS if shear or o != "shear")
+        layers = [LearnedAffine(ops, projective=projective, fill_mode=fill_mode,
                                 fill_value=fill_value, learn_mean=learn_mean,
                                 init_magnitude=init_magnitude, magnitude_scale=magnitude_scale,
                                 seed=next(seeds))]
