@@ -93,6 +93,7 @@ VARIANTS = {
     "flip_cutout": dict(augmenter_flip=True, augmenter_cutout=True),
     "no_color": dict(augmenter_color=False),
     "no_shear": dict(augmenter_shear=False),
+    "clean_0.5": dict(clean_fraction=0.5),
     "network": dict(presets.PAPER),
     "sub_0.25": dict(hypergradient_fraction=0.25, val_batch_size=8),
     "sub_0.125": dict(hypergradient_fraction=0.125, val_batch_size=4),

@@ -243,6 +243,10 @@ class Config:
         "With --antithetic, the unpaired half of each batch gets an ordinary pass, so the "
         "classifier trains on every image every epoch (1.5 more units of work on a "
         "bilevel step's 10); --notrain_unpaired drops it from bilevel steps.")
+    clean_fraction: float = field(
+        0.0,
+        "Share of each training batch the classifier trains on un-augmented (taken from "
+        "the images outside the bilevel pass: at most half the batch with --antithetic).")
     val_batch_size: Optional[int] = field(
         None,
         "Validation batch of DABO's look-ahead loss. Default: --batch_size (the paper). "
@@ -406,6 +410,8 @@ def check_config(config: Config) -> Config:
     fail(not 0.0 <= config.val_fraction < 1.0, "val_fraction must be in [0, 1)", "val_fraction")
     fail(not 0.0 < config.hypergradient_fraction <= 1.0,
          "hypergradient_fraction must be in (0, 1]", "hypergradient_fraction")
+    fail(not 0.0 <= config.clean_fraction < 1.0, "clean_fraction must be in [0, 1)",
+         "clean_fraction")
     fail(not 0.0 <= config.augmenter_warmup < 1.0,
          "augmenter_warmup must be a fraction of the training steps in [0, 1)",
          "augmenter_warmup")

@@ -190,7 +190,7 @@ class DaboModel(keras.Model):
                  augmenter_update_every=1, augmenter_warmup_steps=0,
                  normalize_lookahead=True, antithetic=True, hypergradient_dtype="float32",
                  skip_non_finite=True, hypergradient_fraction=1.0, train_unpaired=True,
-                 **kwargs):
+                 clean_fraction=0.0, **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
             classifier = keras.saving.deserialize_keras_object(classifier)
@@ -205,6 +205,10 @@ class DaboModel(keras.Model):
         self.normalize_lookahead = bool(normalize_lookahead)
         self.antithetic = bool(antithetic)
         self.train_unpaired = bool(train_unpaired)
+        self.clean_fraction = float(clean_fraction)
+        if not 0.0 <= self.clean_fraction < 1.0:
+            raise ValueError("clean_fraction must be in [0, 1). "
+                             f"Received: clean_fraction={clean_fraction}")
         self.skip_non_finite = bool(skip_non_finite)
         self.hypergradient_fraction = float(hypergradient_fraction)
         if not 0.0 < self.hypergradient_fraction <= 1.0:
@@ -451,11 +455,28 @@ class DaboModel(keras.Model):
         start = k // 2 if self.antithetic else k
         return x[:k], y[:k], x[start:], y[start:]
 
-    def _plain_gradients(self, x, y):
+    def _n_clean(self, x):
+        """How many images of the training batch `x` stay un-augmented (`clean_fraction`)."""
+        if x.shape[0] is not None:  # static shapes (XLA, the FLOP counter)
+            return round(self.clean_fraction * x.shape[0])
+        return tf.cast(tf.round(self.clean_fraction * tf.cast(tf.shape(x)[0], tf.float32)),
+                       tf.int32)
+
+    def _frozen_augment(self, x, n_clean=0):
+        """`x` augmented by the frozen augmenter, its last `n_clean` images left clean."""
+        images = self.augmenter(x, training=True)
+        if not (isinstance(n_clean, int) and n_clean == 0):
+            n = tf.shape(x)[0]
+            clean = tf.range(n) >= n - tf.minimum(tf.cast(n_clean, tf.int32), n)
+            images = tf.where(clean[:, None, None, None], tf.cast(x, images.dtype), images)
+        return tf.stop_gradient(images)
+
+    def _plain_gradients(self, x, y, n_clean=0):
         """Loss, logits, scaled gradients and new BN statistics of an ordinary pass on `x`
-        augmented (the augmenter frozen), without updating anything."""
+        augmented (the augmenter frozen; the last `n_clean` images clean), without
+        updating anything."""
         classifier = self.classifier
-        images = tf.stop_gradient(self.augmenter(x, training=True))
+        images = self._frozen_augment(x, n_clean)
         weights = [tf.convert_to_tensor(v) for v in classifier.trainable_variables]
         non_trainable = [tf.convert_to_tensor(v) for v in classifier.non_trainable_variables]
         with tf.GradientTape() as tape:
@@ -472,8 +493,9 @@ class DaboModel(keras.Model):
         transformation = None
         rest = None
         if self.hypergradient_fraction < 1.0 or (self.antithetic and self.train_unpaired):
+            n_clean = self._n_clean(x)
             x, y, x_rest, y_rest = self._split_for_hypergradient(x, y)
-            rest = (y_rest, *self._plain_gradients(x_rest, y_rest))
+            rest = (y_rest, *self._plain_gradients(x_rest, y_rest, n_clean))
         if self.antithetic:
             x, y, transformation = self.antithetic_batch(x, y)
         # Inner step and hypergradient.
@@ -538,7 +560,7 @@ class DaboModel(keras.Model):
 
     def _plain_update(self, x, y):
         """An ordinary step on augmented data, the augmenter frozen (between bilevel steps)."""
-        images = tf.stop_gradient(self.augmenter(x, training=True))
+        images = self._frozen_augment(x, self._n_clean(x))
         with tf.GradientTape() as tape:
             logits = self.classifier(images, training=True)
             loss = self._loss(y, logits)
@@ -638,6 +660,7 @@ class DaboModel(keras.Model):
             "skip_non_finite": self.skip_non_finite,
             "hypergradient_fraction": self.hypergradient_fraction,
             "train_unpaired": self.train_unpaired,
+            "clean_fraction": self.clean_fraction,
             "name": self.name,
         }
 

@@ -102,6 +102,7 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
                       normalize_lookahead=config.normalize_lookahead,
                       antithetic=config.antithetic,
                       train_unpaired=config.train_unpaired,
+                      clean_fraction=config.clean_fraction,
                       hypergradient_fraction=config.hypergradient_fraction,
                       hypergradient_dtype=(None if config.hypergradient_dtype == "policy"
                                            else config.hypergradient_dtype))
