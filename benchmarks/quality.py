@@ -87,12 +87,15 @@ VARIANTS = {
     "linear": dict(augmenter_magnitude_scale="linear"),
     "learned_mean": dict(augmenter_learn_mean=True),
     "lr_0.01": dict(augmenter_lr=0.01),
+    "lr_0.1": dict(augmenter_lr=0.1),
+    "inner_lr_0.05": dict(inner_lr=0.05),
     "warmup_0.2": dict(augmenter_warmup=0.2),
     "reflect": dict(fill_mode="reflect"),
     "val_0.4": dict(val_fraction=0.4),
     "flip_cutout": dict(augmenter_flip=True, augmenter_cutout=True),
     "no_color": dict(augmenter_color=False),
     "no_shear": dict(augmenter_shear=False),
+    "all_augmented": dict(clean_fraction=0.0),
     "clean_0.5": dict(clean_fraction=0.5),
     "network": dict(presets.PAPER),
     "sub_0.25": dict(hypergradient_fraction=0.25, val_batch_size=8),
@@ -193,7 +196,7 @@ def mean_shift(policy):
     """Largest |centre - identity| / width over the policy's range ops (log for scales)."""
     worst = 0.0
     for op, entry in policy.items():
-        if op in ("flip", "vflip", "cutout") or "low" not in entry:
+        if op in ("flip", "vflip", "cutout", "augment") or "low" not in entry:
             continue
         low, high = float(entry["low"]), float(entry["high"])
         identity = 1.0 if op.startswith("scale") or op in ("contrast", "saturation") else 0.0

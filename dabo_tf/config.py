@@ -243,10 +243,12 @@ class Config:
         "With --antithetic, the unpaired half of each batch gets an ordinary pass, so the "
         "classifier trains on every image every epoch (1.5 more units of work on a "
         "bilevel step's 10); --notrain_unpaired drops it from bilevel steps.")
-    clean_fraction: float = field(
-        0.0,
-        "Share of each training batch the classifier trains on un-augmented (taken from "
-        "the images outside the bilevel pass: at most half the batch with --antithetic).")
+    clean_fraction: Optional[float] = field(
+        None,
+        "Share of each training batch the classifier trains on un-augmented, taken from the "
+        "images outside the bilevel pass. Default: a quarter of the batch where that many "
+        "are outside it (half the unpaired half with --antithetic; 0 with --noantithetic "
+        "at --hypergradient_fraction=1); 0 trains every image augmented.")
     val_batch_size: Optional[int] = field(
         None,
         "Validation batch of DABO's look-ahead loss. Default: --batch_size (the paper). "
@@ -371,6 +373,30 @@ def config_from_dict(values: dict) -> Config:
     return Config(**out)
 
 
+DEFAULT_CLEAN_FRACTION = 0.25
+"""The clean share of a batch by default, where that many images are outside the bilevel
+pass (RangeAugment and OnlineAugment also train on clean images beside augmented ones;
+chosen between 0.25 and 0.5 on the development suite, see the README)."""
+
+
+def default_clean_fraction(hypergradient_fraction=1.0, antithetic=True, train_unpaired=True):
+    """`clean_fraction=None`: a quarter of the batch, or as many images as are outside the
+    bilevel pass when fewer."""
+    return min(DEFAULT_CLEAN_FRACTION,
+               clean_share_limit(hypergradient_fraction, antithetic, train_unpaired))
+
+
+def clean_share_limit(hypergradient_fraction=1.0, antithetic=True, train_unpaired=True):
+    """The largest `clean_fraction`: the share of a batch outside the bilevel pass (with
+    `antithetic` the pairs are the sub-batch's first half, and the rest is trained when
+    `train_unpaired` or when the sub-batch is not the whole batch)."""
+    if not antithetic:
+        return 1.0 - hypergradient_fraction
+    if train_unpaired or hypergradient_fraction < 1.0:
+        return 1.0 - hypergradient_fraction / 2.0
+    return 0.0
+
+
 def check_config(config: Config) -> Config:
     """Validates a `Config`, raising `ConfigError` for the first bad value.
 
@@ -410,8 +436,14 @@ def check_config(config: Config) -> Config:
     fail(not 0.0 <= config.val_fraction < 1.0, "val_fraction must be in [0, 1)", "val_fraction")
     fail(not 0.0 < config.hypergradient_fraction <= 1.0,
          "hypergradient_fraction must be in (0, 1]", "hypergradient_fraction")
-    fail(not 0.0 <= config.clean_fraction < 1.0, "clean_fraction must be in [0, 1)",
+    clean = config.clean_fraction
+    fail(clean is not None and not 0.0 <= clean < 1.0, "clean_fraction must be in [0, 1)",
          "clean_fraction")
+    limit = clean_share_limit(config.hypergradient_fraction, config.antithetic,
+                              config.train_unpaired)
+    fail(clean is not None and clean > limit + 1e-9,
+         f"clean_fraction takes its images from outside the bilevel pass, {limit:g} of the "
+         "batch with these settings: lower it or --hypergradient_fraction", "clean_fraction")
     fail(not 0.0 <= config.augmenter_warmup < 1.0,
          "augmenter_warmup must be a fraction of the training steps in [0, 1)",
          "augmenter_warmup")

@@ -8,7 +8,9 @@ import tensorflow as tf
 
 from dabo_tf import bilevel, data, distribute, keras_compat
 from dabo_tf.augment.base import Augmenter
+from dabo_tf.augment.ops import AUGMENT_UNIT
 from dabo_tf.batchnorm import exact_batchnorm_moments, use_exact_batchnorm_moments
+from dabo_tf.config import clean_share_limit, default_clean_fraction
 from dabo_tf.precision import cast_floats, compute_dtype
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
@@ -26,12 +28,13 @@ def _describe(x) -> str:
     return type(x).__name__
 
 
-_SINGLE_VALUED = {"flip": "probability", "vflip": "probability", "cutout": "size"}
+_SINGLE_VALUED = {"flip": "probability", "vflip": "probability", "cutout": "size",
+                  "augment": "probability"}
 """Ops whose policy is one value (`low == high`), and the name of that value."""
 
 
 def policy_logs(augmenter) -> dict:
-    """The policy of `augmenter` as flat epoch logs, in human units.
+    """The policy of `augmenter` (or of a `DaboModel`) as flat epoch logs, in human units.
 
     An op sampled from a range gives `aug_<op>_low` and `aug_<op>_high` (so a learned shift
     of the mean shows); a single value gives `aug_flip_probability`, `aug_cutout_size`...;
@@ -60,7 +63,7 @@ class PolicyLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs.update(policy_logs(self.model.augmenter))
+            logs.update(policy_logs(self.model))
 
 
 class QuietProgbar(keras.callbacks.ProgbarLogger):
@@ -138,6 +141,19 @@ class DaboModel(keras.Model):
             batch, 1.5F (11.5F per bilevel step instead of 10F). With
             `hypergradient_fraction < 1` the rest of the batch is always trained. Defaults
             to True.
+        clean_fraction: share of each training batch the classifier trains on
+            un-augmented, taken from the end of the images outside the bilevel pass (at
+            most `1 - hypergradient_fraction / 2` with `antithetic` and the rest trained,
+            `1 - hypergradient_fraction` without pairs), in bilevel and plain steps alike.
+            Where augmentation does not help, the classifier still fits the clean images
+            (RangeAugment and OnlineAugment also augment only part of each batch); the
+            hypergradient is unchanged. `policy()` reports it as the gate `augment`
+            (probability `1 - clean_fraction`), so a frozen policy trains alike. Measured
+            on the development suite: on 1,000 CIFAR-10 images at 30 epochs, where every
+            augmentation costs accuracy, 49.5 +- 0.9% against 47.6 +- 1.1% with every
+            image augmented (no augmentation 48.3 +- 1.2); on rotated digits 89.9 against
+            93.1 (no augmentation 75.1). Defaults to None: half the batch, or as many images
+            as are outside the bilevel pass when fewer (0 without pairs on the whole batch).
         hypergradient_dtype: compute dtype of the classifier's passes inside a bilevel step
             (the training pass that is differentiated twice and the look-ahead validation
             pass) when the classifier uses a mixed-precision policy. Defaults to
@@ -190,7 +206,7 @@ class DaboModel(keras.Model):
                  augmenter_update_every=1, augmenter_warmup_steps=0,
                  normalize_lookahead=True, antithetic=True, hypergradient_dtype="float32",
                  skip_non_finite=True, hypergradient_fraction=1.0, train_unpaired=True,
-                 clean_fraction=0.0, **kwargs):
+                 clean_fraction=None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
             classifier = keras.saving.deserialize_keras_object(classifier)
@@ -205,15 +221,27 @@ class DaboModel(keras.Model):
         self.normalize_lookahead = bool(normalize_lookahead)
         self.antithetic = bool(antithetic)
         self.train_unpaired = bool(train_unpaired)
-        self.clean_fraction = float(clean_fraction)
-        if not 0.0 <= self.clean_fraction < 1.0:
-            raise ValueError("clean_fraction must be in [0, 1). "
-                             f"Received: clean_fraction={clean_fraction}")
         self.skip_non_finite = bool(skip_non_finite)
         self.hypergradient_fraction = float(hypergradient_fraction)
         if not 0.0 < self.hypergradient_fraction <= 1.0:
             raise ValueError("hypergradient_fraction must be in (0, 1]. "
                              f"Received: hypergradient_fraction={hypergradient_fraction}")
+        if clean_fraction is None:
+            clean_fraction = default_clean_fraction(self.hypergradient_fraction,
+                                                    self.antithetic, self.train_unpaired)
+        self.clean_fraction = float(clean_fraction)
+        if not 0.0 <= self.clean_fraction < 1.0:
+            raise ValueError("clean_fraction must be in [0, 1). "
+                             f"Received: clean_fraction={clean_fraction}")
+        outside = clean_share_limit(self.hypergradient_fraction, self.antithetic,
+                                    self.train_unpaired)
+        if self.clean_fraction > outside + 1e-9:
+            raise ValueError(
+                "The clean images come from the images outside the bilevel pass, "
+                f"{outside:g} of the batch here (1 - hypergradient_fraction, or "
+                "1 - hypergradient_fraction / 2 with antithetic pairs and the rest trained): "
+                "lower clean_fraction or hypergradient_fraction. "
+                f"Received: clean_fraction={clean_fraction}")
         if hypergradient_dtype not in (None, "float32"):
             raise ValueError("hypergradient_dtype must be 'float32' or None (the "
                              "classifier's own policy). Received: "
@@ -454,6 +482,16 @@ class DaboModel(keras.Model):
                 self.hypergradient_fraction * tf.cast(n, tf.float32)), tf.int32)))
         start = k // 2 if self.antithetic else k
         return x[:k], y[:k], x[start:], y[start:]
+
+    def policy(self) -> dict:
+        """The augmentation the classifier trains with, in human units: the augmenter's
+        `policy()` and, with `clean_fraction`, the gate `augment` (the probability that an
+        image is augmented, `1 - clean_fraction`), so a frozen policy trains alike."""
+        policy = self.augmenter.policy()
+        if self.clean_fraction > 0:
+            p = 1.0 - self.clean_fraction
+            policy["augment"] = {"low": p, "high": p, "unit": AUGMENT_UNIT}
+        return policy
 
     def _n_clean(self, x):
         """How many images of the training batch `x` stay un-augmented (`clean_fraction`)."""

@@ -258,3 +258,21 @@ def test_both_kinds_of_frozen_policy_load_in_a_fresh_process(tmp_path, keras_nat
     assert "(2, 3)" in proc.stdout.strip().splitlines()[-1]
     assert module.startswith("keras.") == keras_native
     assert dabo_loaded == str(not keras_native)
+
+
+def test_the_gate_augments_a_share_of_the_images(tmp_path):
+    pol = _policy(rotate=(-40.0, 40.0)) | {"augment": {"low": 0.25, "high": 0.25}}
+    layer = augment.policy_to_layers(pol, seed=3)
+    x = _images(n=400)
+    changed = np.abs(layer(x, training=True).numpy() - x).reshape(400, -1).max(1) > 1e-6
+    assert 0.18 < changed.mean() < 0.32
+    assert P.split_policy(pol) == ({"rotate": (-40.0, 40.0)}, {}, {})
+    P.save_policy(pol, tmp_path / "p.json")
+    again = augment.policy_to_layers(P.load_policy(tmp_path / "p.json"), seed=3)
+    np.testing.assert_array_equal(again(x, training=True).numpy(),
+                                  layer.__class__.from_config(layer.get_config())(
+                                      x, training=True).numpy())
+    with pytest.raises(ValueError, match="augment"):
+        P.split_policy({"augment": {"low": 1.5, "high": 1.5}})
+    with pytest.raises(ValueError, match="gate augment"):
+        augment.policy_to_keras_layers(pol)

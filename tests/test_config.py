@@ -147,3 +147,23 @@ def keras_model_with_augmenter(augment):
     front = augment.policy_to_layers(augment.policy_from_factors(rotate=10), seed=0)
     outputs = keras.layers.Dense(2)(keras.layers.Flatten()(front(inputs)))
     return keras.Model(inputs, outputs)
+
+
+def test_clean_fraction_is_bounded_by_the_images_outside_the_bilevel_pass():
+    check_config(Config(clean_fraction=0.5))  # the unpaired half of the batch
+    for bad in (dict(clean_fraction=0.6), dict(clean_fraction=1.0),
+                dict(clean_fraction=0.3, train_unpaired=False),
+                dict(clean_fraction=0.3, antithetic=False)):
+        with pytest.raises(ConfigError, match="Received: clean_fraction="):
+            check_config(Config(**bad))
+    check_config(Config(clean_fraction=0.3, antithetic=False, hypergradient_fraction=0.5))
+
+
+def test_clean_fraction_defaults_to_a_quarter_where_that_many_are_outside_the_bilevel_pass():
+    from dabo_tf.config import default_clean_fraction
+
+    assert default_clean_fraction() == 0.25
+    assert default_clean_fraction(antithetic=False) == 0.0  # the paper's step: all augmented
+    assert default_clean_fraction(0.9, antithetic=False) == pytest.approx(0.1)
+    assert default_clean_fraction(train_unpaired=False) == 0.0
+    check_config(Config(antithetic=False))  # the default follows, never fails

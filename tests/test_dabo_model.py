@@ -574,3 +574,28 @@ def test_hypergradient_on_a_sub_batch_steps_the_classifier_on_the_whole_batch():
     assert dabo_tf.DaboModel.from_config(model.get_config()).hypergradient_fraction == 0.5
     with pytest.raises(ValueError, match="Received: hypergradient_fraction=0"):
         dabo_model(hypergradient_fraction=0)
+
+
+def test_clean_fraction_trains_the_end_of_each_batch_unaugmented(monkeypatch):
+    model = dabo_model(augmenter=learned_augmenter(0.3), antithetic=True, clean_fraction=0.5)
+    x, y = batch()
+    images = model._frozen_augment(tf.constant(x), model._n_clean(tf.constant(x))).numpy()
+    changed = np.abs(images - x).reshape(len(x), -1).max(1) > 1e-6
+    assert changed[:4].all() and not changed[4:].any()
+    assert model.policy()["augment"]["low"] == 0.5
+    assert dabo_tf.dabo_model.policy_logs(model)["aug_augment_probability"] == 0.5
+    # A bilevel step: the unpaired half is the clean share, counted on the whole batch.
+    seen = []
+    plain = model._plain_gradients
+    monkeypatch.setattr(model, "_plain_gradients",
+                        lambda xr, yr, n_clean=0: seen.append((len(xr), int(n_clean)))
+                        or plain(xr, yr, n_clean))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False,
+                  run_eagerly=True)
+    model.train_on_batch((batch(), batch(seed=1)))
+    assert seen == [(4, 4)]
+    assert dabo_tf.DaboModel.from_config(model.get_config()).clean_fraction == 0.5
+    with pytest.raises(ValueError, match="Received: clean_fraction=0.6"):
+        dabo_model(antithetic=True, clean_fraction=0.6)
+    assert dabo_model(antithetic=True).clean_fraction == 0.25  # the default
+    assert dabo_model(antithetic=False).clean_fraction == 0.0

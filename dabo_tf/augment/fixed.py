@@ -226,6 +226,37 @@ class FixedCutout(AugmentationLayer):
 
 
 @_register
+class FixedGate(AugmentationLayer):
+    """Which images of a batch are augmented: each with probability `probability`.
+
+    Not applied in sequence like the other parts: `select(images, augmented, noise)` keeps
+    the augmented version of the chosen images and the original of the others (the clean
+    share of a DABO run, `DaboModel(clean_fraction=...)`, frozen as a probability).
+
+    Args:
+        probability: the share of images augmented, in [0, 1].
+        seed: seed of the layer's `SeedGenerator`.
+    """
+
+    def __init__(self, probability=1.0, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.probability = float(probability)
+
+    def get_random_transformation(self, images):
+        return self.uniform_noise((tf.shape(images)[0],), 0.0, 1.0)
+
+    def transform_images(self, images, transformation):
+        return images  # the gate chooses between versions: see `select`
+
+    def select(self, images, augmented, transformation):
+        keep = transformation >= self.probability
+        return tf.where(keep[:, None, None, None], tf.cast(images, augmented.dtype), augmented)
+
+    def get_config(self):
+        return {**super().get_config(), "probability": self.probability}
+
+
+@_register
 class FrozenPolicy(Augmenter):
     """A frozen policy as one layer: `FixedAffine` (one warp), `FixedColor`, `FixedCutout`.
 
@@ -247,11 +278,12 @@ class FrozenPolicy(Augmenter):
 
     def __init__(self, policy, fill_mode="reflect", interpolation="bilinear", clip=False,
                  seed=None, **kwargs):
-        from dabo_tf.augment.policy import split_policy
+        from dabo_tf.augment.policy import augment_probability, split_policy
 
         super().__init__(layers=[], seed=seed, **kwargs)
         self.frozen_policy = {op: dict(entry) for op, entry in policy.items()}
         geometric, color, erasing = split_policy(self.frozen_policy)
+        self.augment_probability = augment_probability(self.frozen_policy)
         self.fill_mode = fill_mode
         self.interpolation = interpolation
         self.clip = bool(clip)
@@ -260,9 +292,28 @@ class FrozenPolicy(Augmenter):
                                   seed=next(part_seeds), name="fixed_affine")
         self.color = FixedColor(color, clip=clip, seed=next(part_seeds), name="fixed_color")
         self.erasing = FixedCutout(erasing, seed=next(part_seeds), name="fixed_cutout")
+        self.gate = FixedGate(self.augment_probability, seed=next(part_seeds),
+                              name="fixed_gate")
 
     def parts(self):
         return [self.affine, self.color, self.erasing]
+
+    def get_random_transformation(self, images):
+        transformation = super().get_random_transformation(images)
+        if self.augment_probability < 1.0:  # the gate: which images are augmented at all
+            transformation.append(self.gate.get_random_transformation(images))
+        return transformation
+
+    def transform_images(self, images, transformation):
+        n = len(self.parts())
+        out = super().transform_images(images, transformation[:n])
+        if self.augment_probability < 1.0:
+            out = self.gate.select(images, out, transformation[n])
+        return out
+
+    def mirror_transformation(self, transformation):
+        n = len(self.parts())
+        return super().mirror_transformation(transformation[:n]) + list(transformation[n:])
 
     def policy(self):
         return {op: dict(entry) for op, entry in self.frozen_policy.items()}

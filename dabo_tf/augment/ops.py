@@ -21,7 +21,8 @@ class Op:
     """One augmentation op.
 
     Attributes:
-        kind: `"geometric"` (one warp per image), `"color"` or `"erasing"`.
+        kind: `"geometric"` (one warp per image), `"color"`, `"erasing"` or `"gate"` (the
+            probability that an image is augmented at all).
         unit: the human unit of its values (`policy.json`).
         identity: the human value that changes nothing.
         warp_arg: keyword of `warp.affine_matrix` taking its internal value (geometric ops a
@@ -48,6 +49,7 @@ class Op:
 FLIP_UNIT = "probability of a horizontal flip"
 VFLIP_UNIT = "probability of a vertical flip"
 CUTOUT_UNIT = "side of the erased square, fraction of the image size"
+AUGMENT_UNIT = "probability that an image is augmented (else it stays clean)"
 
 OPS = {
     "rotate": Op("geometric", "degrees", 0.0, "rotation", 180.0 / math.pi, math.pi, 360.0),
@@ -66,6 +68,7 @@ OPS = {
     "contrast": Op("color", "contrast factor", 1.0, None, None, 0.9),
     "saturation": Op("color", "saturation factor", 1.0, None, None, 1.0),
     "cutout": Op("erasing", CUTOUT_UNIT, limit=1.0),
+    "augment": Op("gate", AUGMENT_UNIT, 1.0, limit=1.0),
 }
 """Every op by name. Learned limits: +-180 degrees, shear +-1, scale x0.5-x2, shifts of half
 the size, brightness +-0.5, contrast and saturation factors from 0.1 and 0 up."""
@@ -78,9 +81,9 @@ COLOR_OPS = {name: (op.unit, op.to_human) for name, op in OPS.items()
 MAX_MAGNITUDE = {name: op.max_magnitude for name, op in OPS.items()
                  if op.max_magnitude is not None}
 POLICY_OPS = {kind: tuple(name for name, op in OPS.items() if op.kind == kind)
-              for kind in ("geometric", "color", "erasing")}
+              for kind in ("geometric", "color", "erasing", "gate")}
 """Op names a policy may hold, by kind (frozen into `FixedAffine`, `FixedColor`,
-`FixedCutout`)."""
+`FixedCutout`; the gate `augment` into `FrozenPolicy` itself)."""
 DEFAULT_AFFINE_OPS = ("rotate", "shear", "scale_x", "scale_y", "translate_x", "translate_y")
 DEFAULT_COLOR_OPS = ("brightness", "contrast", "saturation")
 

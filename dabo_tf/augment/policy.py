@@ -23,7 +23,9 @@ Ops (`dabo_tf.augment.ops.OPS` gives their units):
   says "factor", as in `NoiseAugmenter.policy()`), `intensity_shift` (additive delta),
   `contrast` and `saturation` (factors; saturation is skipped on 1-channel images);
 * erasing (`FixedCutout`): `cutout`, a square of side `low`..`high` (fraction of the size,
-  uniform) erased with the key `probability` (default 1).
+  uniform) erased with the key `probability` (default 1);
+* the gate `augment`: the probability `(low + high) / 2` that an image is augmented at all
+  (else it passes clean), e.g. `1 - clean_fraction` of a DABO run (`augment_probability`).
 
 Extra keys of an op's entry (`mean`, `std`) are ignored.
 """
@@ -38,7 +40,8 @@ import os
 from dabo_tf.augment.fixed import FixedAffine, FixedColor, FixedCutout, FrozenPolicy  # noqa: F401
 from dabo_tf.augment.ops import FLIP_UNIT, OPS, POLICY_OPS
 
-KNOWN_OPS = POLICY_OPS["geometric"] + POLICY_OPS["color"] + POLICY_OPS["erasing"]
+KNOWN_OPS = (POLICY_OPS["geometric"] + POLICY_OPS["color"] + POLICY_OPS["erasing"]
+             + POLICY_OPS["gate"])
 
 
 def policy_from_factors(*, rotate=0.0, shear=0.0, scale=0.0, translate=0.0, brightness=0.0,
@@ -86,7 +89,8 @@ def split_policy(policy: dict):
     """Splits a policy into `(geometric, color, erasing)` dicts of `op: (low, high)`.
 
     Identity ranges (rotate `[0, 0]`, scale `[1, 1]`, flip probability 0, ...) are dropped.
-    An erasing op's range is `(low, high, probability)`.
+    An erasing op's range is `(low, high, probability)`. The gate `augment` is checked and
+    left out (`augment_probability` reads it).
 
     Raises:
         ValueError: an op is unknown, its entry has no `low`/`high`, or a value is not a
@@ -112,6 +116,8 @@ def split_policy(policy: dict):
                 and max(abs(lo), abs(hi)) <= OPS[op].limit):
             raise ValueError(f"Policy op {name!r} needs finite low <= high within "
                              f"+-{OPS[op].limit}. Received: policy[{name!r}]={entry!r}")
+        if OPS[op].kind == "gate":
+            continue
         if OPS[op].kind == "erasing":
             p = float(entry.get("probability", 1.0))
             if not 0.0 <= p <= 1.0:
@@ -125,6 +131,15 @@ def split_policy(policy: dict):
             continue
         (geometric if OPS[op].kind == "geometric" else color)[op] = (lo, hi)
     return geometric, color, erasing
+
+
+def augment_probability(policy: dict) -> float:
+    """The probability that the policy augments an image (its gate `augment`; 1 without)."""
+    entry = policy.get("augment")
+    if entry is None:
+        return 1.0
+    split_policy({"augment": entry})  # checks the entry
+    return (float(entry["low"]) + float(entry["high"])) / 2.0
 
 
 def save_policy(policy: dict, path) -> None:
@@ -239,6 +254,9 @@ def policy_to_keras_layers(policy: dict, *, seed=None, fill_mode: str = "reflect
 
     geometric, color, erasing = split_policy(policy)
     unsupported = [op for op in [*geometric, *color, *erasing] if op not in KERAS_NATIVE_OPS]
+    if augment_probability(policy) < 1.0:
+        unsupported.append(f"the gate augment (probability {augment_probability(policy):g}: "
+                           "Keras has no layer that augments a share of the images)")
     for op in ("flip", "vflip"):
         if op in geometric and geometric[op] != (0.5, 0.5):
             unsupported.append(f"{op} with probability {sum(geometric[op]) / 2:g} (Keras "

@@ -127,7 +127,7 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
     metrics["validation_split_use"] = ("trains the augmenter (the hypergradient's look-ahead "
                                        "loss); chooses no epoch and no policy")
     metrics["augmenter_params"] = int(augmenter.count_params())
-    return RunResult(model, classifier, history, metrics, policy=augmenter.policy(),
+    return RunResult(model, classifier, history, metrics, policy=model.policy(),
                      augment_fn=augment_fn)
 
 
