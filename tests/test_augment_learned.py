@@ -320,3 +320,10 @@ def test_flip_and_cutout_in_the_augmenter_and_its_frozen_policy():
     assert 0.5 < unchanged.mean() < 0.95  # flipped everywhere but inside the squares
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert restored.policy().keys() == layer.policy().keys()
+
+
+def test_build_augmenter_without_shear_learns_the_other_affine_ops():
+    augmenter = augment.build_augmenter(shear=False, seed=0)
+    augmenter.build((None, 8, 8, 1))
+    assert sorted(augmenter.policy()) == ["rotate", "scale_x", "scale_y", "translate_x",
+                                          "translate_y"]

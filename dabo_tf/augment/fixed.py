@@ -261,7 +261,9 @@ class FrozenPolicy(Augmenter):
     """A frozen policy as one layer: `FixedAffine` (one warp), `FixedColor`, `FixedCutout`.
 
     An `Augmenter` of those three parts (each skipped when its ranges are all identities),
-    so it samples, replays and reports (`policy()`) like the learned augmenter.
+    so it samples, replays and reports (`policy()`) like the learned augmenter. A policy's
+    gate `augment` (a DABO run's clean share) makes it augment only that share of the images
+    (`FixedGate`); the others pass unchanged.
 
     Args:
         policy: `{op: {"low": ..., "high": ..., "unit": ...}}`, e.g. `augmenter.policy()`,
