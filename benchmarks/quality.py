@@ -94,9 +94,13 @@ VARIANTS = {
     "val_0.4": dict(val_fraction=0.4),
     "flip_cutout": dict(augmenter_flip=True, augmenter_cutout=True),
     "no_color": dict(augmenter_color=False),
+    "no_fill": dict(augmenter_fill=False),
     "no_shear": dict(augmenter_shear=False),
     "all_augmented": dict(clean_fraction=0.0),
     "clean_0.5": dict(clean_fraction=0.5),
+    "no_prior": dict(augmenter_prior_pull=0.0),
+    "flat_prior": dict(augmenter_prior_width=float("inf")),
+    "flat_prior_0.05": dict(augmenter_prior_pull=0.05, augmenter_prior_width=float("inf")),
     "network": dict(presets.PAPER),
     "sub_0.25": dict(hypergradient_fraction=0.25, val_batch_size=8),
     "sub_0.125": dict(hypergradient_fraction=0.125, val_batch_size=4),
@@ -196,7 +200,7 @@ def mean_shift(policy):
     """Largest |centre - identity| / width over the policy's range ops (log for scales)."""
     worst = 0.0
     for op, entry in policy.items():
-        if op in ("flip", "vflip", "cutout", "augment") or "low" not in entry:
+        if op in ("flip", "vflip", "fill", "cutout", "augment") or "low" not in entry:
             continue
         low, high = float(entry["low"]), float(entry["high"])
         identity = 1.0 if op.startswith("scale") or op in ("contrast", "saturation") else 0.0

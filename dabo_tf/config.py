@@ -43,6 +43,19 @@ def parse_grid(text):
     return int(match[1]), int(match[2])
 
 
+DEFAULT_PRIOR_PULL = 0.1
+"""`DaboModel(prior_pull=...)` and `--augmenter_prior_pull` by default: each learned
+half-width below its prior width grows by a factor of up to `exp(0.1 * augmenter_lr)` per
+augmenter step unless the hypergradient holds it back (chosen on the development suite, see
+the README)."""
+
+
+DEFAULT_PRIOR_WIDTH = 0.5
+"""`DaboModel(prior_width=...)` and `--augmenter_prior_width` by default: the pull's prior
+settles each range at half its op's limit where the hypergradient is flat (TrivialAugment's
+mean strength; chosen on principle, checked on the development suite, see the README)."""
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which one and what to do."""
 
@@ -180,6 +193,11 @@ class Config:
     augmenter_vflip: bool = field(
         False,
         "Also learn a vertical flip's probability (straight-through gradient).")
+    augmenter_fill: bool = field(
+        True,
+        "Distribution augmenter, with a --fill_mode other than constant: also learn the "
+        "probability that an image's warp fills outside the image with black (constant 0) "
+        "instead of --fill_mode (straight-through gradient; the policy's op fill).")
     augmenter_cutout: bool = field(
         False,
         "Also learn cutout's square size and probability.")
@@ -203,6 +221,23 @@ class Config:
     augmenter_weight_decay: float = field(
         0.0,
         "Weight decay of the augmenter's optimiser (the paper: 0.01).")
+    augmenter_prior_pull: float = field(
+        DEFAULT_PRIOR_PULL,
+        "Distribution augmenter: pull of each learned range toward a prior (the KL gradient "
+        "toward it, as SLACK regularises toward its prior; --augmenter_prior_width), "
+        "decoupled from the hypergradient as AdamW decouples weight decay: every augmenter "
+        "step multiplies a half-width w by exp(augmenter_lr * pull * (1 - (w / w0)**2)), w0 "
+        "the prior's width, and the hypergradient must push back for a range to stay "
+        "narrow. It lets a range leave the flat region near the identity, where the "
+        "one-step hypergradient sees no benefit yet. 0 turns it off.",
+        lower_bound=0.0)
+    augmenter_prior_width: float = field(
+        DEFAULT_PRIOR_WIDTH,
+        "Distribution augmenter: the width of --augmenter_prior_pull's prior, a zero-centred "
+        "Gaussian whose uniform-equivalent half-width is this fraction of each op's limit "
+        "(0.5: TrivialAugment's mean strength). The pull widens a range narrower than that "
+        "and narrows a wider one, so where the hypergradient is flat a range settles there. "
+        "inf: a flat prior, the pull only widens (up to the op's limit).")
     augmenter_learn_mean: bool = field(
         False,
         "Distribution augmenter: learn a mean (bias) per op besides its magnitude "
@@ -436,6 +471,8 @@ def check_config(config: Config) -> Config:
     fail(not 0.0 <= config.val_fraction < 1.0, "val_fraction must be in [0, 1)", "val_fraction")
     fail(not 0.0 < config.hypergradient_fraction <= 1.0,
          "hypergradient_fraction must be in (0, 1]", "hypergradient_fraction")
+    fail(not config.augmenter_prior_width > 0.0,
+         "augmenter_prior_width must be > 0 (inf for a flat prior)", "augmenter_prior_width")
     clean = config.clean_fraction
     fail(clean is not None and not 0.0 <= clean < 1.0, "clean_fraction must be in [0, 1)",
          "clean_fraction")
@@ -467,7 +504,8 @@ def check_config(config: Config) -> Config:
          "inner_lr must be positive or None (the classifier's current learning rate)",
          "inner_lr")
     fail(not 0.0 <= config.momentum < 1.0, "momentum must be in [0, 1)", "momentum")
-    for name in ("weight_decay", "augmenter_weight_decay", "randaugment_factor"):
+    for name in ("weight_decay", "augmenter_weight_decay", "randaugment_factor",
+                 "augmenter_prior_pull"):
         fail(not 0 <= getattr(config, name) < float("inf"), f"{name} must be >= 0 and finite",
              name)
     fail(not 0.0 < config.lr_decay <= 1.0, "lr_decay must be in (0, 1]", "lr_decay")

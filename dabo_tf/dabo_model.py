@@ -10,7 +10,12 @@ from dabo_tf import bilevel, data, distribute, keras_compat
 from dabo_tf.augment.base import Augmenter
 from dabo_tf.augment.ops import AUGMENT_UNIT
 from dabo_tf.batchnorm import exact_batchnorm_moments, use_exact_batchnorm_moments
-from dabo_tf.config import clean_share_limit, default_clean_fraction
+from dabo_tf.config import (
+    DEFAULT_PRIOR_PULL,
+    DEFAULT_PRIOR_WIDTH,
+    clean_share_limit,
+    default_clean_fraction,
+)
 from dabo_tf.precision import cast_floats, compute_dtype
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
@@ -28,8 +33,8 @@ def _describe(x) -> str:
     return type(x).__name__
 
 
-_SINGLE_VALUED = {"flip": "probability", "vflip": "probability", "cutout": "size",
-                  "augment": "probability"}
+_SINGLE_VALUED = {"flip": "probability", "vflip": "probability", "fill": "probability",
+                  "cutout": "size", "augment": "probability"}
 """Ops whose policy is one value (`low == high`), and the name of that value."""
 
 
@@ -155,6 +160,35 @@ class DaboModel(keras.Model):
             on rotated digits 93.6, 89.9 and 93.1 (no augmentation 75.1). Defaults to None:
             a quarter of the batch, or as many images as are outside the bilevel pass when
             fewer (0 without pairs on the whole batch).
+        prior_pull: after each augmenter update, every learned range (`LearnedAffine`,
+            `LearnedColor`) of half-width `w` is multiplied by
+            `exp(lr * prior_pull * decay * (1 - (w / w0)**2))`, `lr` the augmenter
+            optimizer's learning rate, `decay` the classifier's scheduled learning rate over
+            its first value (the look-ahead step's size, to which the hypergradient is
+            proportional, so the pull fades with the signal it competes with; 1 with a fixed
+            `inner_lr`) and `w0` the prior's width (`prior_width`): the gradient of a KL
+            divergence from each op's uniform distribution to the prior, as SLACK
+            regularises toward its prior, applied decoupled
+            from the hypergradient (as AdamW decouples weight decay), so that its strength
+            is in units of the optimizer's normalised step whatever the hypergradient's
+            scale. Why: the one-step hypergradient of a range is local, the second-order
+            effect of widening it a little, and near the identity it is flat (on CIFAR-10
+            images with rotated validation images it sees no benefit in widening a rotation
+            of +-6 degrees, and a clear one at +-17: `benchmarks/hypergradient_snr.py`);
+            with Adam a range there only random-walks, and which op leaves the flat region
+            first is chance. The pull walks every range out; where a wider range hurts, the
+            hypergradient holds it back (its normalised step must exceed the pull). Layers
+            without learned ranges (flips, cutout, the fill, the noise network) are left
+            alone. Defaults to 0.1 (0 turns it off).
+        prior_width: the prior `prior_pull` pulls toward: a zero-centred Gaussian whose
+            uniform-equivalent half-width is `prior_width` times each op's limit
+            (`MAX_MAGNITUDE`). The pull widens a range narrower than that and narrows a wider
+            one (`_LearnedDistribution.widen`), so where the hypergradient is flat a range
+            settles at the prior's width instead of running to its limit: with a flat prior
+            (`float("inf")`, the pull only widens) translations and scales on digits ran to
+            1.6-2.2x their true width. Defaults to 0.5: TrivialAugment's mean strength (it
+            samples magnitudes uniformly up to the limit), +-90 degrees, shifts of +-25%,
+            scales x0.71-1.41.
         hypergradient_dtype: compute dtype of the classifier's passes inside a bilevel step
             (the training pass that is differentiated twice and the look-ahead validation
             pass) when the classifier uses a mixed-precision policy. Defaults to
@@ -207,7 +241,9 @@ class DaboModel(keras.Model):
                  augmenter_update_every=1, augmenter_warmup_steps=0,
                  normalize_lookahead=True, antithetic=True, hypergradient_dtype="float32",
                  skip_non_finite=True, hypergradient_fraction=1.0, train_unpaired=True,
-                 clean_fraction=None, **kwargs):
+                 clean_fraction=None, prior_pull=DEFAULT_PRIOR_PULL,
+                 prior_width=DEFAULT_PRIOR_WIDTH,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
             classifier = keras.saving.deserialize_keras_object(classifier)
@@ -231,6 +267,14 @@ class DaboModel(keras.Model):
             clean_fraction = default_clean_fraction(self.hypergradient_fraction,
                                                     self.antithetic, self.train_unpaired)
         self.clean_fraction = float(clean_fraction)
+        self.prior_pull = float(prior_pull)
+        if not 0.0 <= self.prior_pull < float("inf"):
+            raise ValueError("prior_pull must be >= 0 and finite. "
+                             f"Received: prior_pull={prior_pull}")
+        self.prior_width = float(prior_width)
+        if not self.prior_width > 0.0:
+            raise ValueError("prior_width must be > 0 (a fraction of each op's limit; "
+                             f"float('inf') for a flat prior). Received: prior_width={prior_width}")
         if not 0.0 <= self.clean_fraction < 1.0:
             raise ValueError("clean_fraction must be in [0, 1). "
                              f"Received: clean_fraction={clean_fraction}")
@@ -442,6 +486,26 @@ class DaboModel(keras.Model):
             loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
             normalize_lookahead=self.normalize_lookahead)
 
+    def _prior_pull_step(self):
+        """This step's widening of the learned ranges, `log(factor)` (see `prior_pull`):
+        the augmenter's learning rate times `prior_pull`, times the look-ahead step's size
+        relative to the first step's (the classifier's scheduled learning rate now over
+        its value at step 0; 1 with a fixed `inner_lr` or learning rate)."""
+        pull = tf.cast(self.augmenter_optimizer.learning_rate, tf.float32) * self.prior_pull
+        schedule = keras_compat.learning_rate_schedule(self.optimizer)
+        if self.prior_pull == 0.0 or self.inner_lr is not None or schedule is None:
+            return pull
+        first = tf.cast(schedule(0), tf.float32)
+        now = tf.cast(self.optimizer.learning_rate, tf.float32)
+        return pull * tf.clip_by_value(tf.math.divide_no_nan(now, first), 0.0, 1.0)
+
+    def _ranged_layers(self):
+        """The augmenter's layers with learned ranges (`widen`), which `prior_pull` widens."""
+        if self.prior_pull == 0.0:
+            return []
+        parts = self.augmenter.parts() if hasattr(self.augmenter, "parts") else [self.augmenter]
+        return [layer for layer in parts if hasattr(layer, "widen")]
+
     def _warmed_up(self):
         """True once the augmenter may learn (after `augmenter_warmup_steps` steps)."""
         return self.optimizer.iterations >= self.augmenter_warmup_steps
@@ -568,8 +632,10 @@ class DaboModel(keras.Model):
             checked.append(gradients)
         finite = self._finite_on_all_replicas(*checked)
 
-        def update_augmenter(hypergradients):
+        def update_augmenter(hypergradients, pull):
             self.augmenter_optimizer.apply(hypergradients, self.augmenter.trainable_variables)
+            for layer in self._ranged_layers():
+                layer.widen(pull, self.prior_width)
 
         def update_statistics(statistics_change):
             # BatchNorm statistics come from the real training pass only.
@@ -581,7 +647,8 @@ class DaboModel(keras.Model):
         learn = finite
         if all_reduce is not None and self.augmenter_warmup_steps > 0:
             learn = tf.logical_and(finite, self._warmed_up())
-        distribute.run_if(learn, update_augmenter, result.hypergradients)
+        pull = self._prior_pull_step()
+        distribute.run_if(learn, update_augmenter, result.hypergradients, pull)
         # Update classifier.
         statistics_change = [tf.cast(new, v.dtype) - v for new, v in
                              zip(new_non_trainable, classifier.non_trainable_variables)]
@@ -700,9 +767,12 @@ class DaboModel(keras.Model):
             "hypergradient_fraction": self.hypergradient_fraction,
             "train_unpaired": self.train_unpaired,
             "clean_fraction": self.clean_fraction,
+            "prior_pull": self.prior_pull,
+            "prior_width": self.prior_width,
             "name": self.name,
         }
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # Models saved before `prior_pull` existed trained without it.
+        return cls(**{"prior_pull": 0.0, **config})

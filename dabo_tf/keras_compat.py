@@ -54,6 +54,19 @@ def batchnorm_reduction_axes(layer):
     return layer._reduction_axes
 
 
+def learning_rate_schedule(optimizer):
+    """The `LearningRateSchedule` an optimizer was given, or None for a fixed rate
+    (`BaseOptimizer._learning_rate`: the public `learning_rate` property returns only the
+    current value; a `LossScaleOptimizer` is looked through to its inner optimizer)."""
+    import keras
+
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return schedule
+    return None
+
+
 def loss_tracker(model):
     """The `Mean` metric behind the `loss` entry of `fit`'s logs (`Model._loss_tracker`), which
     a custom `train_step` updating the loss itself must feed."""

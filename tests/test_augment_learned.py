@@ -327,3 +327,78 @@ def test_build_augmenter_without_shear_learns_the_other_affine_ops():
     augmenter.build((None, 8, 8, 1))
     assert sorted(augmenter.policy()) == ["rotate", "scale_x", "scale_y", "translate_x",
                                           "translate_y"]
+
+
+@pytest.mark.parametrize("scale", ["log", "linear"])
+def test_widen_multiplies_half_widths_within_their_limits(scale):
+    layer = augment.LearnedAffine(init_magnitude=0.1, magnitude_scale=scale)
+    layer.build((None, 12, 12, 3))
+    layer.widen(math.log(2.0))
+    np.testing.assert_allclose(layer.half_widths().numpy(), 0.2, rtol=1e-5)
+    layer.widen(100.0)  # far past every op's limit: clipped to MAX_MAGNITUDE
+    limits = [augment.learned.MAX_MAGNITUDE[op] for op in layer.ops]
+    np.testing.assert_allclose(layer.half_widths().numpy(), limits, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", ["log", "linear"])
+def test_widen_toward_a_prior_width_settles_there(scale):
+    """With `prior_width` the step is `log_factor * (1 - (w / w0)**2)`: ranges below
+    `w0 = prior_width * limit` widen, ranges above it narrow, and repeated steps converge."""
+    layer = augment.LearnedAffine(ops=("rotate", "translate_x"), magnitude_scale=scale)
+    layer.build((None, 12, 12, 3))
+    w0 = 0.5 * np.array([math.pi, 0.5])
+    start = np.array([0.2, 0.4])  # rotation below its prior width, the shift above
+    layer.set_half_widths(start)
+    layer.widen(0.1, prior_width=0.5)
+    expected = start * np.exp(0.1 * (1.0 - (start / w0) ** 2))
+    np.testing.assert_allclose(layer.half_widths().numpy(), expected, rtol=1e-5)
+    for _ in range(300):
+        layer.widen(0.1, prior_width=0.5)
+    np.testing.assert_allclose(layer.half_widths().numpy(), w0, rtol=1e-3)
+
+
+def test_learned_fill_probability_gradient_is_the_two_fills_difference():
+    """`fill`'s straight-through gradient of a linear loss is exactly the derivative of its
+    expectation: the mean difference between the constant and the reflected fill."""
+    bright = IMAGES * 0.5 + 0.5  # a constant black fill darkens the corners
+    layer = augment.LearnedAffine(ops=("rotate",), init_magnitude=0.6, learn_fill=True,
+                                  init_fill_probability=0.4, seed=0)
+    layer.build(bright.shape)
+    transformation = layer.get_random_transformation(bright)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(layer(bright, training=True, transformation=transformation))
+    grad = float(tape.gradient(loss, layer.fill_probability))
+    transforms = warp.matrices_to_transforms(layer.matrices(bright, transformation))
+    reflect, constant = (warp.projective_warp(bright, transforms, fill_mode=mode)
+                         for mode in ("reflect", "constant"))
+    assert grad < 0  # darker corners lower this loss: raise p
+    np.testing.assert_allclose(grad, float(tf.reduce_mean(constant - reflect)), rtol=1e-4)
+    # Each image gets one fill: its output is one of the two warps.
+    out = layer(bright, training=True, transformation=transformation).numpy()
+    gate = transformation["gate"].numpy() < 0.4
+    np.testing.assert_allclose(out[gate], constant.numpy()[gate], atol=1e-6)
+    np.testing.assert_allclose(out[~gate], reflect.numpy()[~gate], atol=1e-6)
+    assert layer.policy()["fill"]["low"] == pytest.approx(0.4)
+    assert "aug_fill_probability" in dabo_tf.dabo_model.policy_logs(layer)
+    with pytest.raises(ValueError, match="nothing to choose"):
+        augment.LearnedAffine(learn_fill=True, fill_mode="constant")
+
+
+def test_frozen_fill_and_build_augmenter():
+    from dabo_tf.augment import policy as P
+
+    rotate = {"rotate": {"low": 30.0, "high": 30.0}}
+    x = IMAGES * 0.5 + 0.5
+    outs = {p: P.policy_to_layers({**rotate, "fill": {"low": p, "high": p}}, seed=0)(
+        x, training=True).numpy() for p in (0.0, 1.0)}
+    corner = (slice(None), 0, 0)
+    assert np.all(outs[1.0][corner] == 0.0) and np.all(outs[0.0][corner] > 0.2)
+    native = P.policy_to_layers({**rotate, "fill": {"low": 1.0, "high": 1.0}},
+                                keras_native=True)
+    assert native.layers[0].fill_mode == "constant"
+    augmenter = augment.build_augmenter(learn_fill=True, seed=0)
+    augmenter.build(IMAGES.shape)
+    assert "fill" in augmenter.policy()
+    constant = augment.build_augmenter(learn_fill=True, fill_mode="constant", seed=0)
+    constant.build(IMAGES.shape)
+    assert "fill" not in constant.policy()  # nothing to learn with a constant fill

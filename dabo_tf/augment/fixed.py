@@ -42,14 +42,15 @@ class _FixedRanges(AugmentationLayer):
     def op_values(self, transformation):
         """Dict of `[N]` op values in human units.
 
-        Scale ops are log-uniform in their range; `flip` is 1.0 (flipped) with probability
-        `(low + high) / 2`, else 0.0; every other op is uniform in `[low, high]`.
+        Scale ops are log-uniform in their range; `flip`, `vflip` and `fill` are 1.0
+        (flipped, filled with the constant) with probability `(low + high) / 2`, else 0.0;
+        every other op is uniform in `[low, high]`.
         """
         noise = transformation["uniform"]
         out = {}
         for i, op in enumerate(self.ops):
             lo, hi = self.ranges[op]
-            if op in ("flip", "vflip"):
+            if op in ("flip", "vflip", "fill"):
                 out[op] = tf.cast(noise[:, i] < 0.5 * (lo + hi), noise.dtype)
             elif op in ("scale_x", "scale_y"):
                 lo, hi = math.log(lo), math.log(hi)
@@ -77,7 +78,8 @@ class FixedAffine(_FixedRanges):
             `POLICY_OPS["geometric"]`: `rotate` (degrees), `shear`, `scale_x`, `scale_y`
             (factors, > 0), `translate_x`, `translate_y` (fractions of the size),
             `perspective_x`, `perspective_y`, `flip` and `vflip` (flip probability
-            `(low + high) / 2`).
+            `(low + high) / 2`), `fill` (probability of a constant fill, `fill_value`,
+            instead of `fill_mode`).
         interpolation: `"bilinear"` or `"nearest"`. Defaults to `"bilinear"`.
         fill_mode: `"reflect"`, `"wrap"`, `"constant"` or `"nearest"`. Defaults to
             `"reflect"`.
@@ -111,7 +113,7 @@ class FixedAffine(_FixedRanges):
                 kwargs["rotation"] = value * (math.pi / 180.0)
             elif op in ("scale_x", "scale_y"):
                 kwargs[OPS[op].warp_arg] = tf.math.log(value)
-            elif op not in ("flip", "vflip"):
+            elif op not in ("flip", "vflip", "fill"):
                 kwargs[OPS[op].warp_arg] = value
         matrices = warp.affine_matrix(h, w, **kwargs)
         # The image is flipped (x -> w - 1 - x, y -> h - 1 - y), then warped.
@@ -130,6 +132,12 @@ class FixedAffine(_FixedRanges):
         if not self.ops:
             return images
         transforms = warp.matrices_to_transforms(self.matrices(images, transformation))
+        if "fill" in self.ranges:
+            constant = self.op_values(transformation)["fill"]
+            return warp.warp_with_fill_choice(images, transforms, constant,
+                                              fill_mode=self.fill_mode,
+                                              fill_value=self.fill_value,
+                                              interpolation=self.interpolation)
         return warp.projective_warp(images, transforms, interpolation=self.interpolation,
                                     fill_mode=self.fill_mode, fill_value=self.fill_value)
 

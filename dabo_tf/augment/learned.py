@@ -29,6 +29,7 @@ from dabo_tf.augment.ops import (
     CUTOUT_UNIT,
     DEFAULT_AFFINE_OPS,
     DEFAULT_COLOR_OPS,
+    FILL_UNIT,
     FLIP_UNIT,
     MAX_MAGNITUDE,
     OPS,
@@ -134,6 +135,31 @@ class _LearnedDistribution(AugmentationLayer):
         else:
             self.magnitude.assign(values)
 
+    def widen(self, log_factor, prior_width=float("inf")):
+        """Multiplies every half-width by `exp(log_factor)`, within the op's limits.
+
+        The step of `DaboModel(prior_pull=...)`: in the log parameterisation it adds
+        `log_factor` to each log half-width (then clips, as the optimizer's constraint does).
+        With `prior_width=inf` that is the KL gradient toward a flat prior (uniform over each
+        op's full range). With `prior_width=f` the prior is a zero-centred Gaussian whose
+        uniform-equivalent half-width (`sqrt(3)` standard deviations) is
+        `w0 = f * MAX_MAGNITUDE[op]`: the KL from `U(-w, w)` to it is
+        `-log w + w**2 / (3 * w0**2)` up to a constant, so each op's step is
+        `log_factor * (1 - (w / w0)**2)`, widening below `w0` and narrowing above.
+        """
+        log_factor = tf.cast(log_factor, tf.float32)
+        if math.isfinite(prior_width):
+            w0 = tf.constant([prior_width * MAX_MAGNITUDE[op] for op in self.ops], tf.float32)
+            w = tf.cast(self.half_widths(), tf.float32)
+            log_factor = log_factor * (1.0 - tf.square(w / w0))
+        if self.magnitude_scale == "log":
+            variable = self.log_magnitude
+            value = self.log_magnitude + tf.cast(log_factor, variable.dtype)
+        else:
+            variable = self.magnitude
+            value = self.magnitude * tf.exp(tf.cast(log_factor, self.magnitude.dtype))
+        variable.assign(variable.constraint(tf.cast(value, variable.dtype)))
+
     def get_random_transformation(self, images):
         return {"noise": self.uniform_noise((tf.shape(images)[0], len(self.ops)))}
 
@@ -163,6 +189,15 @@ class LearnedAffine(_LearnedDistribution):
             `magnitude_scale="log"`: at `MIN_LOG_MAGNITUDE`).
         magnitude_scale: `"log"` (learn log half-widths, the default) or `"linear"`.
         interpolation, fill_mode, fill_value: passed to `projective_warp`.
+        learn_fill: also learn the probability `p` that an image's warp fills outside the
+            image with the constant `fill_value` (black by default) instead of `fill_mode`
+            (op `fill` of the policy). Which fill is right depends on the data (a
+            reflected border adds strokes to a digit; images rotated by a scanner or by a
+            test protocol have black corners; natural photographs have neither), so the
+            hypergradient chooses: each image draws its fill, and `p` gets a
+            straight-through gradient (`_straight_through`), the difference of the two
+            fills' effects. Needs `fill_mode` other than `"constant"`. Defaults to False.
+        init_fill_probability: initial `p`. Defaults to 0.5 (no preference).
         seed: seed of the layer's `SeedGenerator`.
 
     Input shape: `[N, H, W, C]`. Output shape: same, same dtype.
@@ -170,8 +205,8 @@ class LearnedAffine(_LearnedDistribution):
 
     def __init__(self, ops=DEFAULT_AFFINE_OPS, projective=False, learn_mean=False,
                  init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log",
-                 interpolation="bilinear", fill_mode="reflect", fill_value=0.0, seed=None,
-                 **kwargs):
+                 interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
+                 learn_fill=False, init_fill_probability=0.5, seed=None, **kwargs):
         super().__init__(learn_mean, init_magnitude, magnitude_scale, seed=seed, **kwargs)
         ops = tuple(ops)
         if projective:
@@ -184,15 +219,36 @@ class LearnedAffine(_LearnedDistribution):
             raise ValueError("A learned warp needs interpolation='bilinear' (nearest has no "
                              "gradient in the transform). "
                              f"Received: interpolation={interpolation!r}")
+        if learn_fill and fill_mode == "constant":
+            raise ValueError("learn_fill chooses between fill_mode and a constant fill; with "
+                             "fill_mode='constant' there is nothing to choose. Pass another "
+                             "fill_mode (e.g. 'reflect') or learn_fill=False. "
+                             f"Received: fill_mode={fill_mode!r}, learn_fill={learn_fill}")
+        if not 0.0 <= init_fill_probability <= 1.0:
+            raise ValueError("init_fill_probability must be in [0, 1]. "
+                             f"Received: init_fill_probability={init_fill_probability}")
         self.ops = ops
         self.projective = projective
         self.interpolation = interpolation
         self.fill_mode = fill_mode
         self.fill_value = fill_value
+        self.learn_fill = bool(learn_fill)
+        self.init_fill_probability = float(init_fill_probability)
 
     def build(self, input_shape=None):
         self._add_distribution_weights()
+        if self.learn_fill:
+            self.fill_probability = self.add_weight(
+                name="fill_probability", shape=(), dtype=self.variable_dtype,
+                initializer=keras.initializers.Constant(self.init_fill_probability),
+                constraint=MagnitudeRange([1.0]))
         self.built = True
+
+    def get_random_transformation(self, images):
+        transformation = super().get_random_transformation(images)
+        if self.learn_fill:
+            transformation["gate"] = self.uniform_noise((tf.shape(images)[0],), 0.0, 1.0)
+        return transformation
 
     def matrices(self, images, transformation):
         """`[N, 3, 3]` output-to-input matrices of the sampled transforms."""
@@ -205,8 +261,13 @@ class LearnedAffine(_LearnedDistribution):
 
     def transform_images(self, images, transformation):
         transforms = warp.matrices_to_transforms(self.matrices(images, transformation))
-        return warp.projective_warp(images, transforms, interpolation=self.interpolation,
-                                    fill_mode=self.fill_mode, fill_value=self.fill_value)
+        if not self.learn_fill:
+            return warp.projective_warp(images, transforms, interpolation=self.interpolation,
+                                        fill_mode=self.fill_mode, fill_value=self.fill_value)
+        gate = _straight_through(self.fill_probability, transformation["gate"])
+        return warp.warp_with_fill_choice(images, transforms, gate, fill_mode=self.fill_mode,
+                                          fill_value=self.fill_value,
+                                          interpolation=self.interpolation)
 
     def policy(self):
         mean = keras.ops.convert_to_numpy(self.mean)
@@ -220,12 +281,16 @@ class LearnedAffine(_LearnedDistribution):
             else:
                 lo, hi = lo * factor, hi * factor
             out[op] = {"low": lo, "high": hi, "unit": unit}
+        if self.learn_fill:
+            p = float(keras.ops.convert_to_numpy(self.fill_probability))
+            out["fill"] = {"low": p, "high": p, "unit": FILL_UNIT}
         return out
 
     def get_config(self):
         return {**super().get_config(), "ops": list(self.ops), "projective": False,
                 "interpolation": self.interpolation, "fill_mode": self.fill_mode,
-                "fill_value": self.fill_value}
+                "fill_value": self.fill_value, "learn_fill": self.learn_fill,
+                "init_fill_probability": self.init_fill_probability}
 
 
 @_register
@@ -432,7 +497,8 @@ class LearnedCutout(_LearnedGate):
 def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: bool = True,
                     projective=False,
                     flip: bool = False, vflip: bool = False, cutout: bool = False,
-                    fill_mode="reflect", fill_value=0.0, identity_init=True, learn_mean=False,
+                    fill_mode="reflect", fill_value=0.0, learn_fill=False,
+                    identity_init=True, learn_mean=False,
                     init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log", seed=None):
     """Named augmenter configurations.
 
@@ -445,6 +511,8 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
         flip, vflip: add a horizontal / vertical flip with a learned probability.
         cutout: add cutout with a learned size and probability.
         fill_mode, fill_value: how the warp fills outside the image.
+        learn_fill: learn the probability of a constant fill instead of `fill_mode`
+            (distribution augmenter only; ignored with `fill_mode="constant"`).
         identity_init: start the network augmenter near the identity (False: the paper's
             random start around it).
         learn_mean: the distribution augmenter learns a mean (bias) per op besides its
@@ -458,6 +526,7 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
         ops = tuple(o for o in DEFAULT_AFFINE_OPS if shear or o != "shear")
         layers = [LearnedAffine(ops, projective=projective, fill_mode=fill_mode,
                                 fill_value=fill_value, learn_mean=learn_mean,
+                                learn_fill=learn_fill and fill_mode != "constant",
                                 init_magnitude=init_magnitude, magnitude_scale=magnitude_scale,
                                 seed=next(seeds))]
         if color:

@@ -49,6 +49,8 @@ class Op:
 FLIP_UNIT = "probability of a horizontal flip"
 VFLIP_UNIT = "probability of a vertical flip"
 CUTOUT_UNIT = "side of the erased square, fraction of the image size"
+FILL_UNIT = ("probability that the warp fills outside the image with the constant fill value "
+             "(else the fill mode)")
 AUGMENT_UNIT = "probability that an image is augmented (else it stays clean)"
 
 OPS = {
@@ -62,6 +64,7 @@ OPS = {
     "perspective_y": Op("geometric", "projective term x size", 0.0, "perspective_y", 1.0, 1.0),
     "flip": Op("geometric", FLIP_UNIT, limit=1.0),
     "vflip": Op("geometric", VFLIP_UNIT, limit=1.0),
+    "fill": Op("geometric", FILL_UNIT, limit=1.0),
     "brightness": Op("color", "additive delta in [0, 1] pixel units", 0.0, None, 1.0, 0.5),
     "brightness_factor": Op("color", "brightness factor", 1.0),
     "intensity_shift": Op("color", "additive delta"),

@@ -235,8 +235,8 @@ def policy_to_keras_layers(policy: dict, *, seed=None, fill_mode: str = "reflect
 
     Args:
         policy: as for `policy_to_layers`; its ops must be in `KERAS_NATIVE_OPS` (a flip's
-            probability 0 or 0.5; a contrast range `[lo, hi]` with `hi >= 1` and
-            `lo + hi >= 2`, e.g. symmetric about 1).
+            probability 0 or 0.5; a constant fill's probability 0 or 1; a contrast range
+            `[lo, hi]` with `hi >= 1` and `lo + hi >= 2`, e.g. symmetric about 1).
         seed: base seed; the i-th Keras layer gets `seed + i`.
         fill_mode, interpolation, fill_value: of the geometric layers.
         name: name of the `keras.Sequential`.
@@ -253,7 +253,8 @@ def policy_to_keras_layers(policy: dict, *, seed=None, fill_mode: str = "reflect
     import keras
 
     geometric, color, erasing = split_policy(policy)
-    unsupported = [op for op in [*geometric, *color, *erasing] if op not in KERAS_NATIVE_OPS]
+    unsupported = [op for op in [*geometric, *color, *erasing]
+                   if op not in KERAS_NATIVE_OPS + ("fill",)]
     if augment_probability(policy) < 1.0:
         unsupported.append(f"the gate augment (probability {augment_probability(policy):g}: "
                            "Keras has no layer that augments a share of the images)")
@@ -261,6 +262,13 @@ def policy_to_keras_layers(policy: dict, *, seed=None, fill_mode: str = "reflect
         if op in geometric and geometric[op] != (0.5, 0.5):
             unsupported.append(f"{op} with probability {sum(geometric[op]) / 2:g} (Keras "
                                "flips with probability 0.5)")
+    if "fill" in geometric:
+        p = sum(geometric["fill"]) / 2.0
+        if p == 1.0:
+            fill_mode = "constant"  # every image filled with fill_value: Keras' own mode
+        else:
+            unsupported.append(f"fill with probability {p:g} (Keras fills every image "
+                               "alike: the probability must be 0 or 1)")
     if "contrast" in color:
         lo, hi = color["contrast"]
         if hi < 1.0 or lo + hi < 2.0 - 1e-9:

@@ -354,3 +354,26 @@ def decompose_affine(matrices, height, width):
 
 def degrees(radians):
     return radians * (180.0 / math.pi)
+
+
+def warp_with_fill_choice(images, transforms, constant_share, *, fill_mode: str = "reflect",
+                          fill_value: float = 0.0, interpolation: str = "bilinear"):
+    """`projective_warp` with each image's fill chosen between `fill_mode` and a constant.
+
+    Computes both warps and mixes them per image, `out + c * (constant - out)`, so that with
+    `constant_share` a hard 0/1 gate (a straight-through estimator in a learned layer) each
+    image gets one fill and the mix is differentiable in the gate.
+
+    Args:
+        images: `[N, H, W, C]` float tensor.
+        transforms: `[N, 8]` output-to-input transforms.
+        constant_share: `[N]`: 1 where an image is filled with `fill_value`, 0 where with
+            `fill_mode`.
+        fill_mode, fill_value, interpolation: as for `projective_warp`.
+    """
+    out = projective_warp(images, transforms, interpolation=interpolation,
+                          fill_mode=fill_mode, fill_value=fill_value)
+    constant = projective_warp(images, transforms, interpolation=interpolation,
+                               fill_mode="constant", fill_value=fill_value)
+    share = tf.cast(constant_share, out.dtype)[:, None, None, None]
+    return out + share * (constant - out)

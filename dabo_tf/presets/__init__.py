@@ -20,7 +20,7 @@ VARIANTS = (None, "smoke", "paper")
 PAPER = dict(augmenter="network", augmenter_identity_init=False, augmenter_color=False,
              augmenter_optimizer="sgd", augmenter_lr=0.2, augmenter_weight_decay=0.01,
              normalize_lookahead=False, antithetic=False, clean_fraction=0.0,
-             augmenter_warmup=0.0,
+             augmenter_warmup=0.0, augmenter_prior_pull=0.0, augmenter_fill=False,
              augmenter_flip=False, augmenter_vflip=False, augmenter_cutout=False)
 """The learned augmentation of the paper's released code (`NAME:paper`)."""
 

