@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import numpy as np
 import pytest
@@ -92,6 +93,12 @@ def check_run_dir(workdir, mode):
     assert logits.shape == (5, 10) and np.all(np.isfinite(logits))
     assert (workdir / "classifier.keras").is_file()
     assert (workdir / "dabo.keras").is_file() == (mode == "dabo")
+    if mode == "dabo":  # the configuration reached the model (its saved config)
+        with zipfile.ZipFile(workdir / "dabo.keras") as archive:
+            saved = json.loads(archive.read("config.json"))["config"]
+        config = metrics["config"]
+        assert (saved["prior_pull"], saved["prior_width"]) == (
+            config["augmenter_prior_pull"], config["augmenter_prior_width"])
 
     assert_png(workdir / "augmentations.png", 100, 300, min_bytes=5000)
     assert_png(workdir / "curves.png", 400, 200, min_bytes=5000)
@@ -186,7 +193,8 @@ def test_dabo_killed_after_first_epoch_then_resumed(tmp_path):
                 os._exit(17)  # like SIGKILL: no cleanup at all
 
         config = Config(**presets.get_config("digits:smoke"), verbose=2,
-                        augmenter_flip=True, augmenter_cutout=True)
+                        augmenter_flip=True, augmenter_cutout=True,
+                        augmenter_prior_pull=0.2, augmenter_prior_width=0.3)
         train.train_and_evaluate(config, {str(workdir)!r}, callbacks=[Kill()])
     """)
     killed = subprocess.run([sys.executable, "-c", driver], env=_env(), capture_output=True,
@@ -206,6 +214,8 @@ def test_dabo_killed_after_first_epoch_then_resumed(tmp_path):
     assert metrics["initial_epoch"] == 1
     assert metrics["optimizer_iterations"] == metrics["augmenter_optimizer_iterations"] == 2 * steps
     assert metrics["config"]["profile_batches"] == "1,2"
+    assert (metrics["config"]["augmenter_prior_pull"],
+            metrics["config"]["augmenter_prior_width"]) == (0.2, 0.3)  # not the defaults
 
 
 def test_helpfull_documents_every_flag():

@@ -119,6 +119,8 @@ def test_paper_presets():
     (dict(mixed_precision="float8"), "mixed_precision"),
     (dict(val_batch_size=0), "val_batch_size"),
     (dict(hypergradient_dtype="float16"), "hypergradient_dtype"),
+    (dict(augmenter_prior_pull=-0.1), "augmenter_prior_pull"),
+    (dict(augmenter_prior_width=0.0), "augmenter_prior_width"),
 ])
 def test_check_config_rejects_bad_values(changes, name):
     with pytest.raises(ConfigError, match=f"Received: {name}="):
