@@ -101,6 +101,7 @@ VARIANTS = {
     "no_prior": dict(augmenter_prior_pull=0.0),
     "flat_prior": dict(augmenter_prior_width=float("inf")),
     "flat_prior_0.05": dict(augmenter_prior_pull=0.05, augmenter_prior_width=float("inf")),
+    "pull_0.2": dict(augmenter_prior_pull=0.2),
     "network": dict(presets.PAPER),
     "sub_0.25": dict(hypergradient_fraction=0.25, val_batch_size=8),
     "sub_0.125": dict(hypergradient_fraction=0.125, val_batch_size=4),
