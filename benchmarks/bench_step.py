@@ -2,6 +2,7 @@
 
     python benchmarks/bench_step.py [--models small_cnn,resnet18] [--steps 8] [--batch 128]
     python benchmarks/bench_step.py --flops    # the same rows as counted work, no timing
+    python benchmarks/bench_step.py --models=small_cnn --configs=0,8,1 --repeats=5
 
 For each classifier (32x32x3 inputs, batch 128) and XLA setting, measures the mean step
 time (over a whole number of k-step cycles, so alternating schedules are amortised
@@ -10,7 +11,9 @@ correctly) of (a) plain training on augmented data with the augmenter frozen, (b
 look-ahead validation batch of half the training batch (`val_batch_size`), and the peak
 resident memory of each configuration (each runs in its own subprocess, so peaks don't mix).
 Prints ratios to (a) measured in the same run. Absolute times depend on the machine; the
-ratios are what to compare.
+ratios are what to compare. On a shared machine one run's ratio moves by about +-10%:
+`--repeats=N` runs every row in turn N times and reports the median and range of the rounds'
+ratios (each round divided by its own plain step) beside the counted ratio.
 
 Why about 3.3x for (b): in units of one forward pass F (a backward pass is about 2F), a
 plain step is 3F. A DABO step is the training pass (3F), the look-ahead validation pass (3F)
@@ -89,18 +92,26 @@ def print_flops(model_names, batch):
     print("| model | step | GFLOPs per step | ratio to plain |")
     print("| --- | --- | ---: | ---: |")
     for model_name in model_names:
-        fractions = sorted({f for *_, f in CONFIGS})
-        val_batches = sorted({batch // d for _, _, d, _ in CONFIGS})
-        flops = {key: sum(counts.values()) for key, counts in
-                 step_flops(model_name, batch, val_batches, fractions=fractions).items()}
-        plain = flops["plain"]
-        for label, every, divisor, fraction in CONFIGS:
-            if every < 0:
-                continue
-            key = batch // divisor if fraction == 1.0 else (batch // divisor, fraction)
-            per_step = (plain if every == 0 else (flops[key] + (every - 1) * plain) / every)
-            print(f"| {model_name} | {label} | {per_step / 1e9:.2f} | "
-                  f"{per_step / plain:.2f}x |", flush=True)
+        configs = [config for config in CONFIGS if config[1] >= 0]  # Keras fit: plain's work
+        per_step, plain = step_work(model_name, batch, configs)
+        for label, *_ in configs:
+            print(f"| {model_name} | {label} | {per_step[label] / 1e9:.2f} | "
+                  f"{per_step[label] / plain:.2f}x |", flush=True)
+
+
+def step_work(model_name, batch, configs):
+    """({label: counted FLOPs per step}, the plain step's FLOPs) for the rows of `configs`;
+    the ordinary Keras fit (every < 0) counts as the plain step."""
+    fractions = sorted({f for *_, f in configs} | {1.0})
+    val_batches = sorted({batch // d for _, _, d, _ in configs})
+    flops = {key: sum(counts.values()) for key, counts in
+             step_flops(model_name, batch, val_batches, fractions=fractions).items()}
+    per_step = {}
+    for label, every, divisor, fraction in configs:
+        key = batch // divisor if fraction == 1.0 else (batch // divisor, fraction)
+        per_step[label] = (flops["plain"] if every <= 0 else
+                           (flops[key] + (every - 1) * flops["plain"]) / every)
+    return per_step, flops["plain"]
 
 
 def main(argv=None):
@@ -111,6 +122,9 @@ def main(argv=None):
     parser.add_argument("--jit", default="0,1", help="XLA settings to run, e.g. '0,1'")
     parser.add_argument("--configs", default=",".join(map(str, range(len(CONFIGS)))),
                         help="rows of CONFIGS to run, e.g. '0,1' (0, the plain step, first)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of every row in turn; > 1 reports the median ratio, its "
+                             "range and the counted ratio beside it")
     parser.add_argument("--flops", action="store_true",
                         help="count each step's convolution and matmul work instead of timing")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
@@ -120,34 +134,72 @@ def main(argv=None):
             parser.error("--flops needs --batch >= 2 (it halves the validation batch)")
         print_flops(args.models.split(","), args.batch)
         return
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1. Received: repeats={args.repeats}")
     if args._child:
         model_name, every, jit, val_batch, fraction = args._child.split(":")
         print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
                                            args.batch, int(val_batch), float(fraction))))
         return
-    print(f"batch {args.batch}, 32x32x3, mean of {args.steps} steps after 4 warm-up steps")
-    print("| model | XLA | step | mean step (s) | ratio to plain | peak RSS (MiB) |")
-    print("| --- | --- | --- | ---: | ---: | ---: |")
+    configs = [CONFIGS[int(i)] for i in args.configs.split(",")]
+    runs = [(model_name, jit, r, config) for model_name in args.models.split(",")
+            for jit in args.jit.split(",") for r in range(args.repeats) for config in configs]
+    counted = {}  # first: a failure here should not cost the timings
+    if args.repeats > 1:
+        for model_name in args.models.split(","):
+            per_step, plain = step_work(model_name, args.batch, configs)
+            counted[model_name] = {label: work / plain for label, work in per_step.items()}
+    results, start = {}, time.perf_counter()
+    print(f"batch {args.batch}, 32x32x3, mean of {args.steps} steps after 4 warm-up steps"
+          + (f"; {args.repeats} rounds, each running every row in turn" if args.repeats > 1
+             else ""), flush=True)
+    for n, (model_name, jit, r, (label, every, divisor, fraction)) in enumerate(runs):
+        if n:  # progress: which run of how many, elapsed and estimated remaining time
+            elapsed = time.perf_counter() - start
+            print(f"[run {n + 1}/{len(runs)}, {elapsed:.0f} s elapsed, about "
+                  f"{elapsed / n * (len(runs) - n):.0f} s remaining]", file=sys.stderr,
+                  flush=True)
+        proc = subprocess.run(
+            [sys.executable, __file__,
+             f"--_child={model_name}:{every}:{jit}:{args.batch // divisor}:{fraction}",
+             f"--steps={args.steps}", f"--batch={args.batch}"],
+            capture_output=True, text=True)
+        if proc.returncode:
+            print(proc.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(proc.returncode)
+        results[model_name, jit, r, label] = json.loads(proc.stdout.split("RESULT", 1)[1])
     for model_name in args.models.split(","):
-        for jit in args.jit.split(","):
-            base = None
-            for label, every, divisor, fraction in (CONFIGS[int(i)]
-                                                    for i in args.configs.split(",")):
-                val_batch = args.batch // divisor
-                proc = subprocess.run(
-                    [sys.executable, __file__,
-                     f"--_child={model_name}:{every}:{jit}:{val_batch}:{fraction}",
-                     f"--steps={args.steps}", f"--batch={args.batch}"],
-                    capture_output=True, text=True)
-                if proc.returncode:
-                    print(proc.stderr[-2000:], file=sys.stderr)
-                    raise SystemExit(proc.returncode)
-                r = json.loads(proc.stdout.split("RESULT", 1)[1])
-                base = base or r["step"]
-                print(f"| {model_name} | {'on' if jit == '1' else 'off'} | {label} | "
-                      f"{r['step']:.3f} | {r['step'] / base:.2f}x | {r['peak_mib']:.0f} |",
-                      flush=True)
+        print_timed(model_name, args.jit.split(","), args.repeats, configs, results,
+                    counted.get(model_name))
 
+def print_timed(model_name, jits, repeats, configs, results, counted):
+    """One row per XLA setting and configuration. With several rounds: the median step time,
+    and the median (min-max) of the rounds' ratios, each round's row divided by the same
+    round's plain step, so a machine whose speed drifts between rounds cancels out."""
+    if repeats == 1:
+        print("| model | XLA | step | mean step (s) | ratio to plain | peak RSS (MiB) |")
+        print("| --- | --- | --- | ---: | ---: | ---: |")
+    else:
+        print("| model | XLA | step | median step (s) | ratio to plain, median (min-max) "
+              "| counted | timed / counted | peak RSS (MiB) |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for jit in jits:
+        base_label = configs[0][0]
+        for label, *_ in configs:
+            rows = [results[model_name, jit, r, label] for r in range(repeats)]
+            ratios = [row["step"] / results[model_name, jit, r, base_label]["step"]
+                      for r, row in enumerate(rows)]
+            step = float(np.median([row["step"] for row in rows]))
+            peak = max(row["peak_mib"] for row in rows)
+            xla = "on" if jit == "1" else "off"
+            if repeats == 1:
+                print(f"| {model_name} | {xla} | {label} | {step:.3f} | {ratios[0]:.2f}x | "
+                      f"{peak:.0f} |", flush=True)
+            else:
+                ratio = float(np.median(ratios))
+                print(f"| {model_name} | {xla} | {label} | {step:.3f} | {ratio:.2f}x "
+                      f"({min(ratios):.2f}-{max(ratios):.2f}) | {counted[label]:.2f}x | "
+                      f"{ratio / counted[label]:.2f} | {peak:.0f} |", flush=True)
 
 if __name__ == "__main__":
     main()

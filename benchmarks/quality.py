@@ -105,6 +105,11 @@ VARIANTS = {
     "network": dict(presets.PAPER),
     "sub_0.25": dict(hypergradient_fraction=0.25, val_batch_size=8),
     "sub_0.125": dict(hypergradient_fraction=0.125, val_batch_size=4),
+    "sub_0.25_whole": dict(hypergradient_fraction=0.25, val_batch_size=8,
+                           lookahead_whole_batch=True),
+    "sub_0.125_whole": dict(hypergradient_fraction=0.125, val_batch_size=4,
+                            lookahead_whole_batch=True),
+    "whole": dict(lookahead_whole_batch=True),
 }
 """DABO variants of `--ablation`, each one change from the default (`network`: the paper's
 augmenter with its released optimiser settings and step, `dabo_tf.presets.PAPER`; `sub_*`:

@@ -25,6 +25,14 @@ does (a larger training loss has a larger gradient): the greedy step then favour
 stronger augmentation. The normalised step credits only turning `g` towards `v`, the
 first-order change of `cos(g, v)` that DeepAA maximises. It costs two dot products.
 
+When the classifier's step also holds images outside the bilevel pass (a sub-batch, or the
+unpaired half of mirrored pairs), `rest=(share, gradients)` makes the look-ahead that step,
+`w' = w - lr * (share * g + (1 - share) * r)` with `r` constant: the hypergradient is then
+`share` times the one above with `v`'s component along the whole step removed. Removing it
+along `g` of a small bilevel batch penalises the noise augmentation adds to `g`, whose share
+of `||g||` grows as the batch shrinks (`||g||^2 ~ ||E g||^2 + tr(Cov) / n`), so the learned
+ranges would depend on the bilevel batch's size; along the whole step they do much less.
+
 Under `tf.distribute` the caller passes `all_reduce` (a sum over replicas): the look-ahead
 then uses the global gradient, as one device would for the same global batch, and `v` is
 summed so each replica pulls back the gradient of the global validation loss.
@@ -75,6 +83,7 @@ def unrolled_hypergradient(
     all_reduce: Callable[[list], list] | None = None,
     loss_scale=1.0,
     normalize_lookahead: bool = False,
+    rest=None,
 ) -> HypergradientResult:
     """Truncated hypergradient of the validation loss with respect to the augmenter.
 
@@ -93,6 +102,10 @@ def unrolled_hypergradient(
         normalize_lookahead: hold the length of the last virtual step fixed, so the
             hypergradient credits only the direction of the training gradient (see the
             module docstring). Defaults to False (the paper's step).
+        rest: optional `(share, gradients)`: the last virtual step is the classifier's
+            whole step, `share * g + (1 - share) * gradients`, where `gradients` (scaled by
+            `loss_scale`, like `HypergradientResult.gradients`) come from images outside
+            this pass and do not depend on theta (see the module docstring).
 
     Returns:
         A `HypergradientResult`.
@@ -125,7 +138,12 @@ def unrolled_hypergradient(
     # The last step happens outside the outer tape: w_k = w_{k-1} - lr * G, with G the
     # gradient summed over replicas (the global batch's gradient). Summing outside any
     # differentiated graph keeps collectives out of the double backward.
-    big_g = g if all_reduce is None else all_reduce([tf.stop_gradient(gi) for gi in g])
+    share, step = 1.0, g
+    if rest is not None:  # the classifier's whole step: g of this pass and the rest's
+        share, rest_grads = rest
+        step = [tf.cast(share, gi.dtype) * gi + tf.cast(1.0 - share, gi.dtype) * tf.cast(
+            ri, gi.dtype) / tf.cast(loss_scale, gi.dtype) for gi, ri in zip(g, rest_grads)]
+    big_g = step if all_reduce is None else all_reduce([tf.stop_gradient(s) for s in step])
     w_last = [tf.stop_gradient(wi - tf.cast(inner_lr, wi.dtype) * gi)
               for wi, gi in zip(w, big_g)]
 
@@ -142,7 +160,7 @@ def unrolled_hypergradient(
     # w_k = w_{k-1}(theta) - lr * g(w_{k-1}(theta), theta). For k = 1, w_0 is fixed.
     if normalize_lookahead:
         v = _remove_component_along(v, big_g)
-    minus_lr_v = [-tf.cast(inner_lr, vi.dtype) * vi for vi in v]
+    minus_lr_v = [-tf.cast(inner_lr, vi.dtype) * tf.cast(share, vi.dtype) * vi for vi in v]
     targets, cotangents = list(g), minus_lr_v
     if inner_steps > 1:
         targets, cotangents = list(w) + list(g), list(v_full) + minus_lr_v

@@ -296,6 +296,12 @@ class Config:
         "whole batch. 1 is the exact step (10 forward-pass units, 3.3x a plain step); 0.25 "
         "with --val_batch_size a quarter of the batch is 1.7x a plain step (counted, with "
         "mirrored pairs).")
+    lookahead_whole_batch: bool = field(
+        False,
+        "DABO's look-ahead takes the classifier's whole step (the bilevel pass's gradient "
+        "mixed with that of the images outside it: the rest of a sub-batch, the unpaired "
+        "half) and its normalisation removes the validation gradient's component along "
+        "that step, not along the bilevel pass's noisier gradient alone.")
     fill_mode: str = field(
         "reflect",
         "How the learned warp fills pixels from outside "

@@ -212,6 +212,13 @@ class DaboModel(keras.Model):
             batch and a validation batch of 1/4, 5.1F (1.71x a plain step, counted by
             `benchmarks/bench_step.py --flops`). Defaults to 1.0 (the exact step on the
             whole batch).
+        lookahead_whole_batch: where images lie outside the bilevel pass (a
+            `hypergradient_fraction` below 1, or the unpaired half with `antithetic` and
+            `train_unpaired`), take the look-ahead along the classifier's whole step (the
+            pass's gradient mixed with the rest's, as the classifier steps) instead of the
+            pass's gradient alone, and normalise along it. Why: normalising along the
+            gradient of a small batch penalises the noise augmentation adds to it, more the
+            smaller the batch (see `dabo_tf.bilevel`). Costs nothing. Defaults to False.
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
@@ -242,7 +249,7 @@ class DaboModel(keras.Model):
                  normalize_lookahead=True, antithetic=True, hypergradient_dtype="float32",
                  skip_non_finite=True, hypergradient_fraction=1.0, train_unpaired=True,
                  clean_fraction=None, prior_pull=DEFAULT_PRIOR_PULL,
-                 prior_width=DEFAULT_PRIOR_WIDTH,
+                 prior_width=DEFAULT_PRIOR_WIDTH, lookahead_whole_batch=False,
                  **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
@@ -260,6 +267,7 @@ class DaboModel(keras.Model):
         self.train_unpaired = bool(train_unpaired)
         self.skip_non_finite = bool(skip_non_finite)
         self.hypergradient_fraction = float(hypergradient_fraction)
+        self.lookahead_whole_batch = bool(lookahead_whole_batch)
         if not 0.0 < self.hypergradient_fraction <= 1.0:
             raise ValueError("hypergradient_fraction must be in (0, 1]. "
                              f"Received: hypergradient_fraction={hypergradient_fraction}")
@@ -444,7 +452,7 @@ class DaboModel(keras.Model):
     def _apply_classifier(self, grads):
         self.optimizer.apply(grads, self.classifier.trainable_variables)
 
-    def hypergradient(self, x, y, x_val, y_val, transformation=None):
+    def hypergradient(self, x, y, x_val, y_val, transformation=None, rest=None):
         """Runs the bilevel maths of one step without updating anything.
 
         Args:
@@ -452,6 +460,9 @@ class DaboModel(keras.Model):
             x_val, y_val: validation batch (not augmented).
             transformation: optional fixed augmenter sample (replays it); by default a
                 fresh one is drawn from the augmenter's seed generator.
+            rest: optional `(share, gradients)` of images outside this pass, which make the
+                look-ahead the classifier's whole step (`lookahead_whole_batch`; see
+                `dabo_tf.bilevel.unrolled_hypergradient`).
 
         Returns:
             A `dabo_tf.bilevel.HypergradientResult` whose `aux` is `(logits, updated
@@ -484,7 +495,7 @@ class DaboModel(keras.Model):
             inner_lr=self._current_inner_lr(), inner_steps=self.inner_steps,
             all_reduce=distribute.replica_all_reduce_sum(),
             loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
-            normalize_lookahead=self.normalize_lookahead)
+            normalize_lookahead=self.normalize_lookahead, rest=rest)
 
     def _prior_pull_step(self):
         """This step's widening of the learned ranges, `log(factor)` (see `prior_pull`):
@@ -601,10 +612,6 @@ class DaboModel(keras.Model):
             rest = (y_rest, *self._plain_gradients(x_rest, y_rest, n_clean))
         if self.antithetic:
             x, y, transformation = self.antithetic_batch(x, y)
-        # Inner step and hypergradient.
-        result = self.hypergradient(x, y, x_val, y_val, transformation)
-        logits, new_non_trainable = result.aux
-        loss, gradients = result.train_loss, result.gradients
         if rest is not None:
             # The classifier steps on the whole batch: both passes, weighted by their
             # distinct images (a mirrored pair is one image under two transformations), so
@@ -614,7 +621,14 @@ class DaboModel(keras.Model):
             if self.antithetic:
                 n_sub = n_sub / 2.0
             share = n_sub / (n_sub + n_rest)
-
+        # Inner step and hypergradient.
+        result = self.hypergradient(
+            x, y, x_val, y_val, transformation,
+            rest=(share, grads_rest) if rest is not None and self.lookahead_whole_batch
+            else None)
+        logits, new_non_trainable = result.aux
+        loss, gradients = result.train_loss, result.gradients
+        if rest is not None:
             def mix(a, b):
                 return tf.cast(share, a.dtype) * a + tf.cast(1.0 - share, a.dtype) * tf.cast(
                     b, a.dtype)
@@ -769,6 +783,7 @@ class DaboModel(keras.Model):
             "clean_fraction": self.clean_fraction,
             "prior_pull": self.prior_pull,
             "prior_width": self.prior_width,
+            "lookahead_whole_batch": self.lookahead_whole_batch,
             "name": self.name,
         }
 

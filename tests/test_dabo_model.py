@@ -301,6 +301,33 @@ def test_normalized_lookahead_equals_finite_differences_of_its_objective():
     assert abs(run(True)[0] - run(False)[0]) > 1e-2 * abs(run(False)[0])
 
 
+def test_whole_step_lookahead_equals_finite_differences_of_its_objective():
+    # The toy above, with the classifier's step mixing g(theta) (share 0.25) with a constant
+    # gradient r of other images: w' = w - lr * s(theta), s = 0.25 g + 0.75 r, normalised
+    # along s, not along g.
+    rng = np.random.default_rng(1)
+    w0, c, b, r = (tf.constant(rng.standard_normal(5)) for _ in range(4))
+    theta = keras.Variable([0.7], dtype="float64")
+    lr, share = 0.3, 0.25
+
+    def run(normalize):
+        return bilevel.unrolled_hypergradient(
+            lambda: theta * c, lambda w, a: (0.5 * tf.reduce_sum((w[0] - a) ** 2), None),
+            lambda w: tf.reduce_sum(b * w[0]) + 0.5 * tf.reduce_sum(w[0] ** 2), [w0],
+            [theta], inner_lr=lr, normalize_lookahead=normalize,
+            rest=(share, [r])).hypergradients[0].numpy()
+
+    def objective(t, normalize):
+        s, s0 = (share * (w0 - u * c) + (1 - share) * r for u in (t, 0.7))
+        w = w0 - lr * (s / tf.norm(s) * tf.norm(s0) if normalize else s)
+        return float(tf.reduce_sum(b * w) + 0.5 * tf.reduce_sum(w ** 2))
+
+    eps = 1e-6
+    for normalize in (False, True):
+        fd = (objective(0.7 + eps, normalize) - objective(0.7 - eps, normalize)) / (2 * eps)
+        np.testing.assert_allclose(run(normalize), [fd], rtol=1e-4)
+
+
 def test_antithetic_step_trains_on_mirrored_pairs():
     augmenter = augment.Augmenter([augment.LearnedAffine(seed=1), augment.LearnedColor(seed=2),
                                    augment.LearnedFlip(seed=3), augment.LearnedCutout(seed=4)])
@@ -541,14 +568,16 @@ def test_mirrored_pairs_train_on_the_unpaired_half(train_unpaired):
     assert dabo_tf.DaboModel.from_config(model.get_config()).train_unpaired is train_unpaired
 
 
-def test_hypergradient_on_a_sub_batch_steps_the_classifier_on_the_whole_batch():
+@pytest.mark.parametrize("whole", [False, True])
+def test_hypergradient_on_a_sub_batch_steps_the_classifier_on_the_whole_batch(whole):
     # Identity augmentation and no BatchNorm: the classifier's step must be plain SGD on the
-    # whole batch, the look-ahead must use the sub-batch's gradient only.
+    # whole batch, the look-ahead must use the sub-batch's gradient only (or, with
+    # lookahead_whole_batch, the whole batch's).
     classifier = tiny_classifier(batchnorm=False)
     reference = keras.models.clone_model(classifier)
     reference.set_weights(classifier.get_weights())
     model = dabo_model(classifier, hypergradient_fraction=0.5, normalize_lookahead=False,
-                       inner_lr=0.3)
+                       inner_lr=0.3, lookahead_whole_batch=whole)
     for w in model.augmenter.trainable_weights:
         w.assign(tf.zeros_like(w))
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False)
@@ -562,7 +591,7 @@ def test_hypergradient_on_a_sub_batch_steps_the_classifier_on_the_whole_batch():
 
     _, g_sub = gradient(x[:4], y[:4])
     loss, g_full = gradient(x, y)
-    ahead = [w - 0.3 * g for w, g in zip(weights, g_sub)]
+    ahead = [w - 0.3 * g for w, g in zip(weights, g_full if whole else g_sub)]
     lookahead = LOSS(yv, reference.stateless_call(ahead, [], xv)[0])
     logs = model.train_on_batch(((x, y), (xv, yv)), return_dict=True)
     np.testing.assert_allclose(logs["loss"], loss, rtol=1e-5)
@@ -571,7 +600,8 @@ def test_hypergradient_on_a_sub_batch_steps_the_classifier_on_the_whole_batch():
         np.testing.assert_allclose(w.numpy(), before.numpy() - 0.1 * g.numpy(), atol=1e-6)
     set_augmenter(model)  # away from |0|, where the width's gradient vanishes
     assert model.train_on_batch(((x, y), (xv, yv)), return_dict=True)["hypergrad_norm"] > 0
-    assert dabo_tf.DaboModel.from_config(model.get_config()).hypergradient_fraction == 0.5
+    restored = dabo_tf.DaboModel.from_config(model.get_config())
+    assert restored.hypergradient_fraction == 0.5 and restored.lookahead_whole_batch is whole
     with pytest.raises(ValueError, match="Received: hypergradient_fraction=0"):
         dabo_model(hypergradient_fraction=0)
 

@@ -77,3 +77,20 @@ def test_bench_step_flops_command(capsys):
     assert 3.8 <= every < 4.0 and 3.3 <= half < every
     np.testing.assert_allclose(ratios["DABO every 2nd step"], (every + 1) / 2, atol=0.01)
     np.testing.assert_allclose(ratios["DABO every 4th step"], (every + 3) / 4, atol=0.01)
+
+
+def test_bench_step_repeats_report_the_median_of_each_rounds_ratio(capsys):
+    # Round 1 runs at half the speed of rounds 0 and 2: each round's ratio is taken to its own
+    # plain step, so the drift cancels (3x in every round), while the step time's median
+    # is the middle round's.
+    configs = [bench_step.CONFIGS[0], bench_step.CONFIGS[1]]
+    plain, dabo = configs[0][0], configs[1][0]
+    results = {}
+    for r, speed in enumerate([1.0, 2.0, 1.0]):
+        results["m", "0", r, plain] = {"step": 0.1 * speed, "peak_mib": 10.0}
+        results["m", "0", r, dabo] = {"step": 0.3 * speed, "peak_mib": 20.0 + r}
+    bench_step.print_timed("m", ["0"], 3, configs, results, {plain: 1.0, dabo: 3.75})
+    row = next(line for line in capsys.readouterr().out.splitlines() if f"| {dabo} |" in line)
+    assert row == f"| m | off | {dabo} | 0.300 | 3.00x (3.00-3.00) | 3.75x | 0.80 | 22 |"
+    with pytest.raises(SystemExit):
+        bench_step.main(["--repeats=0", "--models=tiny_cnn"])

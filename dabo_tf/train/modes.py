@@ -106,6 +106,7 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
                       prior_pull=config.augmenter_prior_pull,
                       prior_width=config.augmenter_prior_width,
                       hypergradient_fraction=config.hypergradient_fraction,
+                      lookahead_whole_batch=config.lookahead_whole_batch,
                       hypergradient_dtype=(None if config.hypergradient_dtype == "policy"
                                            else config.hypergradient_dtype))
     compile_model(model, config, steps, build_optimizer=False,
