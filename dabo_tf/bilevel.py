@@ -31,7 +31,9 @@ unpaired half of mirrored pairs), `rest=(share, gradients)` makes the look-ahead
 `share` times the one above with `v`'s component along the whole step removed. Removing it
 along `g` of a small bilevel batch penalises the noise augmentation adds to `g`, whose share
 of `||g||` grows as the batch shrinks (`||g||^2 ~ ||E g||^2 + tr(Cov) / n`), so the learned
-ranges would depend on the bilevel batch's size; along the whole step they do much less.
+ranges depend on the bilevel batch's size. Measured (README, *DABO step cost*): along the
+whole step the known ranges overshoot (1.3-1.8x the truth) and a sub-batch's stay noisy, so
+`DaboModel` leaves it off (`lookahead_whole_batch`).
 
 Under `tf.distribute` the caller passes `all_reduce` (a sum over replicas): the look-ahead
 then uses the global gradient, as one device would for the same global batch, and `v` is

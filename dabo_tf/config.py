@@ -301,7 +301,8 @@ class Config:
         "DABO's look-ahead takes the classifier's whole step (the bilevel pass's gradient "
         "mixed with that of the images outside it: the rest of a sub-batch, the unpaired "
         "half) and its normalisation removes the validation gradient's component along "
-        "that step, not along the bilevel pass's noisier gradient alone.")
+        "that step, not along the bilevel pass's noisier gradient alone. Off: measured, "
+        "the learned ranges then overshoot (README, DABO step cost).")
     fill_mode: str = field(
         "reflect",
         "How the learned warp fills pixels from outside "
