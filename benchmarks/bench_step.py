@@ -102,8 +102,9 @@ def print_flops(model_names, batch):
 def step_work(model_name, batch, configs):
     """({label: counted FLOPs per step}, the plain step's FLOPs) for the rows of `configs`;
     the ordinary Keras fit (every < 0) counts as the plain step."""
-    fractions = sorted({f for *_, f in configs} | {1.0})
-    val_batches = sorted({batch // d for _, _, d, _ in configs})
+    dabo = [config for config in configs if config[1] > 0]  # the rest count as plain steps
+    fractions = sorted({f for *_, f in dabo})
+    val_batches = sorted({batch // d for _, _, d, _ in dabo})
     flops = {key: sum(counts.values()) for key, counts in
              step_flops(model_name, batch, val_batches, fractions=fractions).items()}
     per_step = {}
@@ -141,12 +142,13 @@ def main(argv=None):
         print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
                                            args.batch, int(val_batch), float(fraction))))
         return
+    models, jits = args.models.split(","), args.jit.split(",")
     configs = [CONFIGS[int(i)] for i in args.configs.split(",")]
-    runs = [(model_name, jit, r, config) for model_name in args.models.split(",")
-            for jit in args.jit.split(",") for r in range(args.repeats) for config in configs]
+    runs = [(model_name, jit, r, config) for model_name in models for jit in jits
+            for r in range(args.repeats) for config in configs]
     counted = {}  # first: a failure here should not cost the timings
     if args.repeats > 1:
-        for model_name in args.models.split(","):
+        for model_name in models:
             per_step, plain = step_work(model_name, args.batch, configs)
             counted[model_name] = {label: work / plain for label, work in per_step.items()}
     results, start = {}, time.perf_counter()
@@ -168,9 +170,9 @@ def main(argv=None):
             print(proc.stderr[-2000:], file=sys.stderr)
             raise SystemExit(proc.returncode)
         results[model_name, jit, r, label] = json.loads(proc.stdout.split("RESULT", 1)[1])
-    for model_name in args.models.split(","):
-        print_timed(model_name, args.jit.split(","), args.repeats, configs, results,
-                    counted.get(model_name))
+    for model_name in models:
+        print_timed(model_name, jits, args.repeats, configs, results, counted.get(model_name))
+
 
 def print_timed(model_name, jits, repeats, configs, results, counted):
     """One row per XLA setting and configuration. With several rounds: the median step time,
@@ -200,6 +202,7 @@ def print_timed(model_name, jits, repeats, configs, results, counted):
                 print(f"| {model_name} | {xla} | {label} | {step:.3f} | {ratio:.2f}x "
                       f"({min(ratios):.2f}-{max(ratios):.2f}) | {counted[label]:.2f}x | "
                       f"{ratio / counted[label]:.2f} | {peak:.0f} |", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -140,7 +140,7 @@ def unrolled_hypergradient(
     # The last step happens outside the outer tape: w_k = w_{k-1} - lr * G, with G the
     # gradient summed over replicas (the global batch's gradient). Summing outside any
     # differentiated graph keeps collectives out of the double backward.
-    share, step = 1.0, g
+    step = g
     if rest is not None:  # the classifier's whole step: g of this pass and the rest's
         share, rest_grads = rest
         step = [tf.cast(share, gi.dtype) * gi + tf.cast(1.0 - share, gi.dtype) * tf.cast(
@@ -162,7 +162,9 @@ def unrolled_hypergradient(
     # w_k = w_{k-1}(theta) - lr * g(w_{k-1}(theta), theta). For k = 1, w_0 is fixed.
     if normalize_lookahead:
         v = _remove_component_along(v, big_g)
-    minus_lr_v = [-tf.cast(inner_lr, vi.dtype) * tf.cast(share, vi.dtype) * vi for vi in v]
+    minus_lr_v = [-tf.cast(inner_lr, vi.dtype) * vi for vi in v]
+    if rest is not None:  # g is `share` of the step
+        minus_lr_v = [tf.cast(share, m.dtype) * m for m in minus_lr_v]
     targets, cotangents = list(g), minus_lr_v
     if inner_steps > 1:
         targets, cotangents = list(w) + list(g), list(v_full) + minus_lr_v
