@@ -110,11 +110,15 @@ VARIANTS = {
     "sub_0.125_whole": dict(hypergradient_fraction=0.125, val_batch_size=4,
                             lookahead_whole_batch=True),
     "whole": dict(lookahead_whole_batch=True),
+    "init_absolute": dict(augmenter_init_relative=False),
+    "init_relative_0.1": dict(augmenter_init_magnitude=0.1),
 }
-"""DABO variants of `--ablation`, each one change from the default (`network`: the paper's
-augmenter with its released optimiser settings and step, `dabo_tf.presets.PAPER`; `sub_*`:
-the cheaper bilevel pass on a share of the batch with a validation batch of the same share,
-issue 16's cost options)."""
+"""DABO variants of `--ablation`, each one change from the default, run for DABO and its
+frozen policy only (`network`: the paper's augmenter with its released optimiser settings and
+step, `dabo_tf.presets.PAPER`; `sub_*`: the cheaper bilevel pass on a share of the batch with
+a validation batch of the same share, issue 16's cost options; `init_absolute`: every range
+starting at 0.05 in internal units, the default until 2026-12-06; `init_relative_0.1`: at a
+tenth of its op's limit)."""
 
 QUICK = dict(seeds=(0,), trials=5, methods=("none", "hand", "dabo", "frozen", "tuner"))
 """`--quick`: one seed, no TrivialAugment or RandAugment (the slowest baselines), a 5-trial
@@ -426,8 +430,8 @@ def make_jobs(regimes, variants, methods, seeds):
                     if method == "tuner" and (regime not in TUNER_REGIMES
                                               or variant != "default"):
                         continue
-                    if variant != "default" and method != "dabo":
-                        continue  # an ablation changes DABO only
+                    if variant != "default" and method not in ("dabo", "frozen"):
+                        continue  # an ablation changes DABO (and so its frozen policy) only
                     jobs.append(Job(regime, variant, method, seed))
     return jobs
 

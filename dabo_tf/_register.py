@@ -6,7 +6,10 @@ must load with `keras.saving.load_model` after `import dabo_tf`, whatever the im
 Keras only finds classes registered with it, and it imports no module named in a file
 outside its own packages. So, when they are not loaded yet, a finder watches the imports of
 `tensorflow` and `keras` (each imports the other) and registers the layers once both have
-finished initialising; with both loaded already, registration happens at once.
+finished initialising; with both loaded already, registration happens at once. When TF is
+first loaded by a dabo-tf module (`from dabo_tf import augment` before anything else), the
+layers' modules are still half-imported then: registration waits until that dabo-tf module
+has finished (the finder also watches `dabo_tf.*` until registration is done).
 """
 
 from __future__ import annotations
@@ -20,15 +23,29 @@ WATCHED = ("tensorflow", "keras")
 _state = {"registered": False}
 
 
+def _initializing(module) -> bool:
+    return bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
+
+
 def _loaded(name) -> bool:
     module = sys.modules.get(name)
-    spec = getattr(module, "__spec__", None)
-    return module is not None and not getattr(spec, "_initializing", False)
+    return module is not None and not _initializing(module)
+
+
+def _dabo_tf_import_under_way() -> bool:
+    return any(name.startswith("dabo_tf.") and _initializing(module)
+               for name, module in list(sys.modules.items()))
+
+
+def _watched(fullname) -> bool:
+    return fullname in WATCHED or fullname.startswith("dabo_tf.")
 
 
 def register_now_if_ready() -> None:
-    """Imports the modules that register dabo-tf's layers, once TF and Keras are loaded."""
-    if _state["registered"] or not all(_loaded(name) for name in WATCHED):
+    """Imports the modules that register dabo-tf's layers, once TF and Keras are loaded
+    and no dabo-tf module is half-imported."""
+    if (_state["registered"] or not all(_loaded(name) for name in WATCHED)
+            or _dabo_tf_import_under_way()):
         return
     _state["registered"] = True
     try:
@@ -41,7 +58,7 @@ def register_now_if_ready() -> None:
 
 
 class _Loader(importlib.abc.Loader):
-    """Wraps a watched module's loader: run it, then register if both are loaded."""
+    """Wraps a watched module's loader: run it, then register if TF and Keras are loaded."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -60,7 +77,7 @@ class _Loader(importlib.abc.Loader):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in WATCHED or _state["registered"]:
+        if not _watched(fullname) or _state["registered"]:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):

@@ -43,6 +43,22 @@ def parse_grid(text):
     return int(match[1]), int(match[2])
 
 
+DEFAULT_INIT_MAGNITUDE = 0.05
+"""`--augmenter_init_magnitude` and the learned layers' `init_magnitude` by default: with
+`DEFAULT_INIT_RELATIVE`, every learned range starts at a twentieth of its op's limit (+-9
+degrees, shifts of +-2.5%, scales x0.97-1.04, shear +-0.05, brightness +-0.0125, contrast
++-0.045, saturation +-0.05). A symmetric distribution of zero width gets no first-order
+hypergradient (the noise averages out), so learning starts from a small width rather than
+exactly the identity; chosen on the development suite (README)."""
+
+DEFAULT_INIT_RELATIVE = True
+"""`--augmenter_init_relative` by default: the initial width is a fraction of each op's
+limit, the unit the prior's width is given in, so every op starts at the same relative
+strength. The earlier default, 0.05 in internal units for every op, started the rotation at
+2.9 degrees (1.6% of its limit), inside the region where its hypergradient is flat on
+natural images, and the brightness at a fifth of its limit."""
+
+
 DEFAULT_PRIOR_PULL = 0.1
 """`DaboModel(prior_pull=...)` and `--augmenter_prior_pull` by default: each learned
 half-width below its prior width grows by a factor of up to `exp(0.1 * augmenter_lr)` per
@@ -202,10 +218,18 @@ class Config:
         False,
         "Also learn cutout's square size and probability.")
     augmenter_init_magnitude: float = field(
-        0.05,
-        "Distribution augmenter: initial half-width of every op (internal units: radians, "
-        "fractions of the size, log-scale...). A zero width gets no hypergradient, so "
-        "learning starts from a small one.")
+        DEFAULT_INIT_MAGNITUDE,
+        "Distribution augmenter: initial half-width of every op, a fraction of its limit "
+        "(0.05: +-9 degrees, shifts of +-2.5%, scales x0.97-1.04, brightness +-0.0125; with "
+        "--noaugmenter_init_relative one value in internal units, radians, fractions of the "
+        "size, log-scales..., for every op). A zero width gets no hypergradient, so learning "
+        "starts from a small one.")
+    augmenter_init_relative: bool = field(
+        DEFAULT_INIT_RELATIVE,
+        "Distribution augmenter: --augmenter_init_magnitude is a fraction of each op's limit "
+        "(as --augmenter_prior_width is), not one internal value for every op (the earlier "
+        "default, --noaugmenter_init_relative: 2.9 degrees, 5% shifts, x0.95-1.05 scales, "
+        "brightness +-0.05).")
     augmenter_magnitude_scale: str = field(
         "log",
         "Distribution augmenter: learn log half-widths (a step changes a "
@@ -492,7 +516,8 @@ def check_config(config: Config) -> Config:
          "augmenter_warmup must be a fraction of the training steps in [0, 1)",
          "augmenter_warmup")
     fail(not 0.0 <= config.augmenter_init_magnitude <= 0.5,
-         "augmenter_init_magnitude must be in [0, 0.5]", "augmenter_init_magnitude")
+         "augmenter_init_magnitude must be in [0, 0.5] (with --augmenter_init_relative: a "
+         "fraction of each op's limit)", "augmenter_init_magnitude")
     fail(config.data_loading == "stream" and bool(str(config.eval_shift).strip()),
          "eval_shift transforms in-memory splits: it needs data_loading memory or auto",
          "data_loading")

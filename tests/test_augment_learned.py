@@ -215,10 +215,12 @@ def test_works_in_tf_data_and_exported_names():
 def test_distributions_start_small_and_centred_on_the_identity():
     layer = augment.Augmenter([augment.LearnedAffine(seed=0), augment.LearnedColor(seed=1)])
     layer.build(IMAGES.shape)
-    # Only the (log) half-widths learn; each starts at DEFAULT_INIT_MAGNITUDE.
+    # Only the (log) half-widths learn; each starts at a twentieth of its op's limit.
     assert [w.name for w in layer.trainable_weights] == ["log_magnitude", "log_magnitude"]
     policy = layer.policy()
-    assert policy["rotate"]["high"] == pytest.approx(math.degrees(0.05), rel=1e-5)
+    assert policy["rotate"]["high"] == pytest.approx(9.0, rel=1e-5)
+    assert policy["translate_x"]["high"] == pytest.approx(0.025, rel=1e-5)
+    assert policy["brightness"]["high"] == pytest.approx(0.0125, rel=1e-5)
     assert policy["rotate"]["low"] == -policy["rotate"]["high"]
     assert policy["scale_x"]["low"] * policy["scale_x"]["high"] == pytest.approx(1.0)
     assert policy["contrast"]["low"] + policy["contrast"]["high"] == pytest.approx(2.0)
@@ -331,13 +333,31 @@ def test_build_augmenter_without_shear_learns_the_other_affine_ops():
 
 @pytest.mark.parametrize("scale", ["log", "linear"])
 def test_widen_multiplies_half_widths_within_their_limits(scale):
-    layer = augment.LearnedAffine(init_magnitude=0.1, magnitude_scale=scale)
+    layer = augment.LearnedAffine(init_magnitude=0.1, init_relative=False,
+                                  magnitude_scale=scale)
     layer.build((None, 12, 12, 3))
     layer.widen(math.log(2.0))
     np.testing.assert_allclose(layer.half_widths().numpy(), 0.2, rtol=1e-5)
     layer.widen(100.0)  # far past every op's limit: clipped to MAX_MAGNITUDE
     limits = [augment.learned.MAX_MAGNITUDE[op] for op in layer.ops]
     np.testing.assert_allclose(layer.half_widths().numpy(), limits, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", ["log", "linear"])
+def test_relative_init_starts_each_op_at_a_fraction_of_its_limit(scale):
+    augmenter = augment.build_augmenter(color=True, init_magnitude=0.1, init_relative=True,
+                                        magnitude_scale=scale, seed=0)
+    augmenter.build((None, 12, 12, 3))
+    for layer in augmenter.augmenters:
+        limits = [augment.MAX_MAGNITUDE[op] for op in layer.ops]
+        np.testing.assert_allclose(layer.half_widths().numpy(), 0.1 * np.array(limits),
+                                   rtol=1e-5)
+        clone = type(layer).from_config(layer.get_config())
+        clone.build((None, 12, 12, 3))
+        np.testing.assert_allclose(clone.half_widths().numpy(), layer.half_widths().numpy())
+    assert augmenter.policy()["rotate"]["high"] == pytest.approx(18.0)  # 0.1 of 180 degrees
+    with pytest.raises(ValueError, match="Received: init_magnitude=2"):
+        augment.LearnedAffine(init_magnitude=2.0, init_relative=True)
 
 
 @pytest.mark.parametrize("scale", ["log", "linear"])
@@ -361,8 +381,8 @@ def test_learned_fill_probability_gradient_is_the_two_fills_difference():
     """`fill`'s straight-through gradient of a linear loss is exactly the derivative of its
     expectation: the mean difference between the constant and the reflected fill."""
     bright = IMAGES * 0.5 + 0.5  # a constant black fill darkens the corners
-    layer = augment.LearnedAffine(ops=("rotate",), init_magnitude=0.6, learn_fill=True,
-                                  init_fill_probability=0.4, seed=0)
+    layer = augment.LearnedAffine(ops=("rotate",), init_magnitude=0.6, init_relative=False,
+                                  learn_fill=True, init_fill_probability=0.4, seed=0)
     layer.build(bright.shape)
     transformation = layer.get_random_transformation(bright)
     with tf.GradientTape() as tape:

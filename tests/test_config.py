@@ -140,6 +140,18 @@ def test_saved_models_load_after_import_keras_then_dabo_tf(tmp_path):
     assert out.returncode == 0 and out.stdout.strip().endswith("Functional"), out.stderr
 
 
+@pytest.mark.parametrize("first_import", ["from dabo_tf import augment", "import dabo_tf.data"])
+def test_layers_register_when_a_dabo_tf_module_loads_tensorflow(first_import):
+    # TF loads while that module is half-imported: registering then would import it
+    # half-done (an ImportError turned into a warning); it must wait until it has finished.
+    code = (f"{first_import}\nimport keras\n"
+            "print(all(keras.saving.get_registered_object(f'dabo_tf>{name}') is not None "
+            "for name in ('DaboModel', 'LearnedAffine', 'FrozenPolicy')))")
+    out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr[-2000:]
+
+
 def keras_model_with_augmenter(augment):
     import keras
 

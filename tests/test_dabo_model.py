@@ -46,8 +46,10 @@ def stream(n=32, batch_size=8, seed=0):
 def learned_augmenter(width):
     """Affine and colour ranges of half-width `width` (0: the identity, with no hypergradient)."""
     return augment.Augmenter(
-        [augment.LearnedAffine(init_magnitude=width, magnitude_scale="linear", seed=1),
-         augment.LearnedColor(init_magnitude=width, magnitude_scale="linear", seed=2)])
+        [augment.LearnedAffine(init_magnitude=width, init_relative=False,
+                               magnitude_scale="linear", seed=1),
+         augment.LearnedColor(init_magnitude=width, init_relative=False,
+                              magnitude_scale="linear", seed=2)])
 
 
 def dabo_model(classifier=None, augmenter=None, **kwargs):

@@ -65,13 +65,15 @@ def test_goals_and_tables(tmp_path):
 
 def test_jobs_and_arguments():
     jobs = quality.make_jobs(["digits300", "rotate"], ["default", "linear"],
-                             ["none", "dabo", "tuner"], (0, 1))
+                             ["none", "dabo", "frozen", "tuner"], (0, 1))
     assert {(j.regime, j.variant, j.method) for j in jobs} == {
         ("digits300", "default", "none"), ("digits300", "default", "dabo"),
-        ("digits300", "default", "tuner"), ("digits300", "linear", "dabo"),
+        ("digits300", "default", "frozen"), ("digits300", "default", "tuner"),
+        ("digits300", "linear", "dabo"), ("digits300", "linear", "frozen"),
         ("rotate", "default", "none"), ("rotate", "default", "dabo"),
-        ("rotate", "linear", "dabo")}
-    assert len(jobs) == 14
+        ("rotate", "default", "frozen"), ("rotate", "linear", "dabo"),
+        ("rotate", "linear", "frozen")}
+    assert len(jobs) == 22
     with pytest.raises(SystemExit):
         quality.main(["--regimes=mnist"])
     config = quality._config("digits100", "paper_step", trials=3)

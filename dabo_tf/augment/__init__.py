@@ -19,6 +19,7 @@ from dabo_tf.augment.base import AugmentationLayer, Augmenter, as_augment_fn
 from dabo_tf.augment.fixed import FixedAffine, FixedColor, FixedCutout, FrozenPolicy
 from dabo_tf.augment.learned import (
     DEFAULT_INIT_MAGNITUDE,
+    DEFAULT_INIT_RELATIVE,
     MIN_LOG_MAGNITUDE,
     LearnedAffine,
     LearnedColor,
@@ -57,7 +58,8 @@ from dabo_tf.config import MAGNITUDE_SCALES
 
 __all__ = [
     "AFFINE_OPS", "COLOR_OPS", "CUTOUT_UNIT", "DEFAULT_AFFINE_OPS", "DEFAULT_COLOR_OPS",
-    "DEFAULT_INIT_MAGNITUDE", "FLIP_UNIT", "KERAS_NATIVE_OPS", "MAGNITUDE_SCALES", "MAX_MAGNITUDE",
+    "DEFAULT_INIT_MAGNITUDE", "DEFAULT_INIT_RELATIVE", "FLIP_UNIT", "KERAS_NATIVE_OPS",
+    "MAGNITUDE_SCALES", "MAX_MAGNITUDE",
     "MIN_LOG_MAGNITUDE", "OPS", "VFLIP_UNIT", "AugmentationLayer", "Augmenter", "FixedAffine",
     "FixedColor", "FixedCutout", "FrozenPolicy", "LearnedAffine", "LearnedColor",
     "LearnedCutout", "LearnedFlip", "MagnitudeRange", "NoiseAugmenter", "TrivialAugment",

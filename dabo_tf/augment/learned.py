@@ -37,16 +37,10 @@ from dabo_tf.augment.ops import (
     adjust_color,
     cutout,
 )
-from dabo_tf.config import MAGNITUDE_SCALES
+from dabo_tf.config import DEFAULT_INIT_MAGNITUDE, DEFAULT_INIT_RELATIVE, MAGNITUDE_SCALES
 from dabo_tf.seeds import streams
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
-
-DEFAULT_INIT_MAGNITUDE = 0.05
-"""Initial half-width of every learned op (internal units: 2.9 degrees, 5% shifts, x0.95-1.05
-scales...). A symmetric distribution of zero width gets no first-order hypergradient (the
-noise averages out), so learning starts from a small width rather than exactly identity."""
-
 
 @_register
 class MagnitudeRange(keras.constraints.Constraint):
@@ -85,41 +79,58 @@ class _LearnedDistribution(AugmentationLayer):
     symmetric distribution gets no hypergradient. `"linear"` learns the half-width itself.
     """
 
-    def __init__(self, learn_mean, init_magnitude, magnitude_scale, seed=None, **kwargs):
+    def __init__(self, learn_mean, init_magnitude, magnitude_scale,
+                 init_relative=DEFAULT_INIT_RELATIVE, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
         if magnitude_scale not in MAGNITUDE_SCALES:
             raise ValueError(f"magnitude_scale must be one of {MAGNITUDE_SCALES}. "
                              f"Received: magnitude_scale={magnitude_scale!r}")
+        if init_relative and not 0.0 <= init_magnitude <= 1.0:
+            raise ValueError("With init_relative=True, init_magnitude is a fraction of each "
+                             f"op's limit, in [0, 1]. Received: init_magnitude={init_magnitude}")
         self.learn_mean = learn_mean
         self.init_magnitude = float(init_magnitude)
         self.magnitude_scale = magnitude_scale
+        self.init_relative = bool(init_relative)
+
+    def initial_half_widths(self):
+        """`[n_ops]` initial half-widths (internal units): `init_magnitude` for every op, or
+        with `init_relative` that fraction of each op's limit (`MAX_MAGNITUDE`), the unit
+        the prior's width is given in."""
+        if self.init_relative:
+            return [self.init_magnitude * MAX_MAGNITUDE[op] for op in self.ops]
+        return [self.init_magnitude] * len(self.ops)
 
     def _add_distribution_weights(self):
         n = len(self.ops)
         maximum = [MAX_MAGNITUDE[op] for op in self.ops]
+        init = np.asarray(self.initial_half_widths(), np.float32).reshape([n])
         if self.magnitude_scale == "log":
             self.log_magnitude = self.add_weight(
                 name="log_magnitude", shape=(n,), dtype=self.variable_dtype,
                 initializer=keras.initializers.Constant(
-                    math.log(max(self.init_magnitude, MIN_LOG_MAGNITUDE))),
+                    np.log(np.maximum(init, MIN_LOG_MAGNITUDE))),
                 constraint=MagnitudeRange([math.log(m) for m in maximum],
                                           math.log(MIN_LOG_MAGNITUDE)))
         else:
             self.magnitude = self.add_weight(
                 name="magnitude", shape=(n,), dtype=self.variable_dtype,
-                initializer=keras.initializers.Constant(self.init_magnitude),
+                initializer=keras.initializers.Constant(init),
                 constraint=MagnitudeRange(maximum))
         self.mean = self.add_weight(name="mean", shape=(n,), dtype=self.variable_dtype,
                                     initializer="zeros", trainable=self.learn_mean)
 
     def get_config(self):
         return {**super().get_config(), "learn_mean": self.learn_mean,
-                "init_magnitude": self.init_magnitude, "magnitude_scale": self.magnitude_scale}
+                "init_magnitude": self.init_magnitude, "magnitude_scale": self.magnitude_scale,
+                "init_relative": self.init_relative}
 
     @classmethod
     def from_config(cls, config):
-        # Files saved before `magnitude_scale` existed hold linear half-widths.
-        return super().from_config({"magnitude_scale": "linear", **config})
+        # Files saved before `magnitude_scale` existed hold linear half-widths, and before
+        # `init_relative` existed, absolute initial ones.
+        return super().from_config({"magnitude_scale": "linear", "init_relative": False,
+                                    **config})
 
     def half_widths(self):
         """`[n_ops]` half-widths of the distributions (internal units), a tensor."""
@@ -184,10 +195,13 @@ class LearnedAffine(_LearnedDistribution):
         projective: also learn the two projective terms. Defaults to False.
         learn_mean: learn a mean (bias) per op besides the magnitude. Defaults to False
             (every range centred on the identity).
-        init_magnitude: initial magnitude of every op (internal units). Defaults to
-            `DEFAULT_INIT_MAGNITUDE` (0.05); 0 starts at the identity (with
-            `magnitude_scale="log"`: at `MIN_LOG_MAGNITUDE`).
+        init_magnitude: initial half-width of every op, a fraction of its limit
+            (`MAX_MAGNITUDE`), or with `init_relative=False` one internal value for all.
+            Defaults to `DEFAULT_INIT_MAGNITUDE` (0.05: +-9 degrees, shifts of +-2.5%...); 0
+            starts at the identity (with `magnitude_scale="log"`: at `MIN_LOG_MAGNITUDE`).
         magnitude_scale: `"log"` (learn log half-widths, the default) or `"linear"`.
+        init_relative: `init_magnitude` is a fraction of each op's limit rather than one
+            internal value for all ops. Defaults to `DEFAULT_INIT_RELATIVE` (True).
         interpolation, fill_mode, fill_value: passed to `projective_warp`.
         learn_fill: also learn the probability `p` that an image's warp fills outside the
             image with the constant `fill_value` (black by default) instead of `fill_mode`
@@ -206,8 +220,10 @@ class LearnedAffine(_LearnedDistribution):
     def __init__(self, ops=DEFAULT_AFFINE_OPS, projective=False, learn_mean=False,
                  init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log",
                  interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
-                 learn_fill=False, init_fill_probability=0.5, seed=None, **kwargs):
-        super().__init__(learn_mean, init_magnitude, magnitude_scale, seed=seed, **kwargs)
+                 learn_fill=False, init_fill_probability=0.5,
+                 init_relative=DEFAULT_INIT_RELATIVE, seed=None, **kwargs):
+        super().__init__(learn_mean, init_magnitude, magnitude_scale, init_relative,
+                         seed=seed, **kwargs)
         ops = tuple(ops)
         if projective:
             ops += tuple(o for o in ("perspective_x", "perspective_y") if o not in ops)
@@ -305,17 +321,20 @@ class LearnedColor(_LearnedDistribution):
     Args:
         ops: colour ops to learn, from `COLOR_OPS`. Defaults to all three.
         learn_mean: learn a mean per op besides the magnitude. Defaults to False.
-        init_magnitude: initial magnitude of every op. Defaults to `DEFAULT_INIT_MAGNITUDE`.
+        init_magnitude: initial half-width of every op. Defaults to `DEFAULT_INIT_MAGNITUDE`.
         magnitude_scale: `"log"` (learn log half-widths, the default) or `"linear"`.
+        init_relative: `init_magnitude` is a fraction of each op's limit. Defaults to
+            `DEFAULT_INIT_RELATIVE` (True).
         seed: seed of the layer's `SeedGenerator`.
 
     Input shape: `[N, H, W, C]`. Output shape: same, same dtype.
     """
 
     def __init__(self, ops=DEFAULT_COLOR_OPS, learn_mean=False,
-                 init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log", seed=None,
-                 **kwargs):
-        super().__init__(learn_mean, init_magnitude, magnitude_scale, seed=seed, **kwargs)
+                 init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log",
+                 init_relative=DEFAULT_INIT_RELATIVE, seed=None, **kwargs):
+        super().__init__(learn_mean, init_magnitude, magnitude_scale, init_relative,
+                         seed=seed, **kwargs)
         unknown = [o for o in ops if o not in COLOR_OPS]
         if unknown:
             raise ValueError(f"Unknown colour ops {unknown}; expected names from "
@@ -499,7 +518,8 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
                     flip: bool = False, vflip: bool = False, cutout: bool = False,
                     fill_mode="reflect", fill_value=0.0, learn_fill=False,
                     identity_init=True, learn_mean=False,
-                    init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log", seed=None):
+                    init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log",
+                    init_relative=DEFAULT_INIT_RELATIVE, seed=None):
     """Named augmenter configurations.
 
     Args:
@@ -519,6 +539,7 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
             magnitude; False (the default) keeps every distribution centred on the identity.
         init_magnitude: initial half-width of the distribution augmenter's ops.
         magnitude_scale: `"log"` or `"linear"` parameterisation of those half-widths.
+        init_relative: `init_magnitude` is a fraction of each op's limit.
         seed: base seed (each layer draws from its own stream, `seed`, `seed + 1`, ...).
     """
     seeds = streams(seed)
@@ -528,10 +549,11 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
                                 fill_value=fill_value, learn_mean=learn_mean,
                                 learn_fill=learn_fill and fill_mode != "constant",
                                 init_magnitude=init_magnitude, magnitude_scale=magnitude_scale,
-                                seed=next(seeds))]
+                                init_relative=init_relative, seed=next(seeds))]
         if color:
             layers.append(LearnedColor(learn_mean=learn_mean, init_magnitude=init_magnitude,
-                                       magnitude_scale=magnitude_scale, seed=next(seeds)))
+                                       magnitude_scale=magnitude_scale,
+                                       init_relative=init_relative, seed=next(seeds)))
     elif kind == "network":
         layers = [NoiseAugmenter(color=color, fill_mode=fill_mode, fill_value=fill_value,
                                  identity_init=identity_init, seed=next(seeds))]

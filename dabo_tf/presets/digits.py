@@ -13,11 +13,11 @@ ranges stay small (rotation +-1 to 3 degrees, shifts +-5%).
 The 1,797 images are split 1,006 train / 252 validation / 539 test, upsampled to 32x32 and
 classified by `small_cnn` (66k parameters). The learned augmenter is the library default
 (`dabo_tf.recipe.build_learned_augmenter`): ranges centred on the identity over the six affine
-ops, log half-widths from 0.05, Adam at 0.03, the normalised look-ahead and mirrored pairs
-(README, *How the augmentation is learned*). The warp fills with zeros, the digits' black
-background: a reflected border would add strokes (the development suite measured it,
-`benchmarks/quality.py --ablation`, variant `reflect`). The hand policy (for `--mode=hand`)
-is crop and a small rotation: digits must not be flipped.
+ops, log half-widths from a twentieth of each op's limit, Adam at 0.03, the normalised
+look-ahead and mirrored pairs (README, *How the augmentation is learned*). The warp fills with
+zeros, the digits' black background: a reflected border would add strokes (the development
+suite measured it, `benchmarks/quality.py --ablation`, variant `reflect`). The hand policy
+(for `--mode=hand`) is crop and a small rotation: digits must not be flipped.
 """
 
 

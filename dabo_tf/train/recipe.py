@@ -102,6 +102,7 @@ def build_learned_augmenter(config: Config, image_shape) -> augment.Augmenter:
                                    learn_mean=config.augmenter_learn_mean,
                                    init_magnitude=config.augmenter_init_magnitude,
                                    magnitude_scale=config.augmenter_magnitude_scale,
+                                   init_relative=config.augmenter_init_relative,
                                    seed=seeds.stream(config.seed, seeds.LEARNED_AUGMENTER))
 
 
