@@ -4,11 +4,11 @@
 
 Expected: about 1.5-2 minutes on 2 CPU cores (measured: 74 s wall time with the 10F step,
 119.5 s with the unpaired half trained in a CI run on 2026-12-03, whose machine speed
-varies), test accuracy about 97% (97.8% on the last run; CPU runs are not bit-exact and move
-by about +-1 point); no download, works offline. For comparison, the same 15 epochs of
-`--mode=none` gave 97.59% in 32 s and `--mode=hand` (crop and rotate) 95.36% in 37 s (one
-run each): with 1,006 centred training digits little augmentation helps, and DABO's learned
-ranges stay small (rotation +-1 to 3 degrees, shifts +-5%).
+varies), test accuracy about 97-98% (97.96% on the last run, 2026-12-07; CPU runs are not
+bit-exact and move by about +-1 point); no download, works offline. For comparison, the same
+15 epochs of `--mode=none` gave 97.59% in 32 s and `--mode=hand` (crop and rotate) 95.36% in
+37 s (one run each): with 1,006 centred training digits little augmentation helps, and
+DABO's learned ranges stay small (rotation +-6 degrees, shifts +-2-3%, scales within 2%).
 
 The 1,797 images are split 1,006 train / 252 validation / 539 test, upsampled to 32x32 and
 classified by `small_cnn` (66k parameters). The learned augmenter is the library default
