@@ -30,6 +30,8 @@ import time
 
 import numpy as np
 
+from dabo_tf.logs import Progress  # no TensorFlow
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -107,17 +109,15 @@ def main(argv=None):
     folders = {n: make_folder(work / f"png{n}", n, args.image_size) for n in sizes}
     print(f"[bench_input] folders ready in {time.perf_counter() - start:.0f} s", flush=True)
     rows, jobs = [], [(n, loading) for n in sizes for loading in loadings]
-    for i, (n, loading) in enumerate(jobs):
-        begun = time.perf_counter()
+    progress = Progress(total=len(jobs), label="bench_input")
+    for n, loading in jobs:
         peak, metrics = run_once(folders[n], loading, work / f"run-{loading}-{n}",
                                  args.image_size, args.batch, args.epochs)
         rows.append(dict(images=n, loading=loading, peak_mib=peak,
                          step_images_per_s=metrics["images_per_second"],
                          wall_s=metrics["wall_time_s"]))
-        elapsed = time.perf_counter() - start
-        print(f"[bench_input] run {i + 1}/{len(jobs)}: {n} images, {loading}: peak "
-              f"{peak:.0f} MiB, {time.perf_counter() - begun:.0f} s | elapsed {elapsed:.0f} s, "
-              f"about {elapsed / (i + 1) * (len(jobs) - i - 1):.0f} s left", flush=True)
+        progress.end(f"{n} images, {loading}: peak {peak:.0f} MiB, "
+                     f"{progress.run_seconds():.0f} s")
     largest = max(sizes)
     rate = pipeline_rate(folders[largest], args.image_size, args.batch)
     print(format_table(rows, rate, largest, args))

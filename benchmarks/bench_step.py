@@ -30,6 +30,7 @@ accelerator would approach; they do not depend on the machine.
 """
 
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -39,6 +40,7 @@ import time
 import numpy as np
 
 from dabo_tf.flops import model_and_batch, step_flops
+from dabo_tf.logs import Progress
 
 CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0), ("DABO every step", 1, 1, 1.0),
            ("DABO every 2nd step", 2, 1, 1.0), ("DABO every 4th step", 4, 1, 1.0),
@@ -151,16 +153,13 @@ def main(argv=None):
         for model_name in models:
             per_step, plain = step_work(model_name, args.batch, configs)
             counted[model_name] = {label: work / plain for label, work in per_step.items()}
-    results, start = {}, time.perf_counter()
+    results = {}
     print(f"batch {args.batch}, 32x32x3, mean of {args.steps} steps after 4 warm-up steps"
           + (f"; {args.repeats} rounds, each running every row in turn" if args.repeats > 1
              else ""), flush=True)
-    for n, (model_name, jit, r, (label, every, divisor, fraction)) in enumerate(runs):
-        if n:  # progress: which run of how many, elapsed and estimated remaining time
-            elapsed = time.perf_counter() - start
-            print(f"[run {n + 1}/{len(runs)}, {elapsed:.0f} s elapsed, about "
-                  f"{elapsed / n * (len(runs) - n):.0f} s remaining]", file=sys.stderr,
-                  flush=True)
+    progress = Progress(total=len(runs), label="bench_step",
+                        log=functools.partial(print, file=sys.stderr))
+    for model_name, jit, r, (label, every, divisor, fraction) in runs:
         proc = subprocess.run(
             [sys.executable, __file__,
              f"--_child={model_name}:{every}:{jit}:{args.batch // divisor}:{fraction}",
@@ -170,6 +169,7 @@ def main(argv=None):
             print(proc.stderr[-2000:], file=sys.stderr)
             raise SystemExit(proc.returncode)
         results[model_name, jit, r, label] = json.loads(proc.stdout.split("RESULT", 1)[1])
+        progress.end(f"{model_name}, XLA {jit}, round {r + 1}: {label}")
     for model_name in models:
         print_timed(model_name, jits, args.repeats, configs, results, counted.get(model_name))
 

@@ -45,6 +45,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from dabo_tf import presets  # noqa: E402
+from dabo_tf.logs import Progress, duration  # noqa: E402
 from dabo_tf.presets import digits  # noqa: E402
 
 BASE = dict(digits.get_config(), image_size=16, epochs=60, batch_size=32, tuner="random",
@@ -96,6 +97,9 @@ VARIANTS = {
     "no_color": dict(augmenter_color=False),
     "no_fill": dict(augmenter_fill=False),
     "no_shear": dict(augmenter_shear=False),
+    "zoom": dict(augmenter_scale="zoom"),
+    "zoom_aspect": dict(augmenter_scale="zoom_aspect"),
+    "axes": dict(augmenter_scale="axes"),
     "all_augmented": dict(clean_fraction=0.0),
     "clean_0.5": dict(clean_fraction=0.5),
     "no_prior": dict(augmenter_prior_pull=0.0),
@@ -150,34 +154,21 @@ def _config(regime, variant, trials, cifar_dir=None):
     return Config(**overrides)
 
 
-def _duration(seconds):
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def run_jobs(jobs, output_dir, trials, log=print, cifar_dir=None):
     """Runs every job in order (reusing finished ones); returns `{job: metrics}`."""
     from dabo_tf.train import compare
 
-    results, spent = {}, {}
-    start = time.perf_counter()
-    for i, job in enumerate(jobs, 1):
+    results = {}
+    progress = Progress([job.method for job in jobs], label="quality", log=log)
+    for job in jobs:
         workdir = output_dir / job.regime / job.variant
-        began = time.perf_counter()
+        progress.begin()
         metrics = compare.run_method(_config(job.regime, job.variant, trials, cifar_dir),
                                      job.method, job.seed, workdir)
-        took = time.perf_counter() - began
-        if took > 1.0:  # a reused run costs nothing and says nothing about the rest
-            spent.setdefault(job.method, []).append(took)
         results[dataclasses.astuple(job)] = {
             **metrics, "run_dir": str(workdir / f"{job.method}-seed{job.seed}")}
-        mean_all = (sum(map(sum, spent.values())) / max(1, sum(map(len, spent.values()))))
-        remaining = sum(sum(spent[j.method]) / len(spent[j.method]) if j.method in spent
-                        else mean_all for j in jobs[i:])
-        log(f"[quality] {i}/{len(jobs)} {job.label}: test accuracy "
-            f"{100 * metrics['test_accuracy']:.2f}% in {took:.0f} s | elapsed "
-            f"{_duration(time.perf_counter() - start)}, remaining ~{_duration(remaining)}",
-            flush=True)
+        progress.end(f"{job.label}: test accuracy {100 * metrics['test_accuracy']:.2f}% in "
+                     f"{progress.run_seconds():.0f} s")
     return results
 
 
@@ -195,26 +186,29 @@ def _policy(metrics):
 
 
 def range_scores(policy, shift):
-    """Learned half-range / true half-range per op of `shift` (a `data.Shift`)."""
+    """Learned range / true range per op of `shift` (a `data.Shift`), 0 for an op the policy
+    lacks. A zoom is scored as the policy expresses it: `zoom`, else `scale_x` and `scale_y`."""
+    ops = shift.policy_ops()
+    if "zoom" in ops:
+        ops = {op: r for op, r in ops.items() if (op == "zoom") == ("zoom" in policy)}
     scores = {}
-    for op, (low, high) in shift.policy_ops().items():
+    for op, (low, high) in ops.items():
         entry = policy.get(op)
-        if entry is None:
-            scores[op] = 0.0
-            continue
-        scores[op] = (entry["high"] - entry["low"]) / (high - low)
+        scores[op] = 0.0 if entry is None else (entry["high"] - entry["low"]) / (high - low)
     return scores
 
 
 def mean_shift(policy):
     """Largest |centre - identity| / width over the policy's range ops (log for scales)."""
+    from dabo_tf.augment.ops import LOG_SCALE_OPS
+
     worst = 0.0
     for op, entry in policy.items():
         if op in ("flip", "vflip", "fill", "cutout", "augment") or "low" not in entry:
             continue
         low, high = float(entry["low"]), float(entry["high"])
-        identity = 1.0 if op.startswith("scale") or op in ("contrast", "saturation") else 0.0
-        if op.startswith("scale"):
+        identity = 1.0 if op in LOG_SCALE_OPS or op in ("contrast", "saturation") else 0.0
+        if op in LOG_SCALE_OPS:
             low, high, identity = math.log(low), math.log(high), 0.0
         width = high - low
         if width > 1e-9:
@@ -309,7 +303,7 @@ def _mean_range_scores(results, regime, variant):
     shift = data.parse_shift(REGIMES[regime]["eval_shift"])
     per_seed = [range_scores(_policy(m), shift) for key, m in results.items()
                 if key[:3] == (regime, variant, "dabo")]
-    return {op: sum(p[op] for p in per_seed) / len(per_seed) for op in shift.policy_ops()
+    return {op: sum(p.get(op, 0.0) for p in per_seed) / len(per_seed) for op in per_seed[0]
             } if per_seed else {}
 
 
@@ -498,7 +492,7 @@ def main(argv=None):
                 f"run.py's defaults at 32x32, {NATURAL_BASE['epochs']} epochs); seeds "
                 f"{list(seeds)}; Keras Tuner random search with {trials} trials on "
                 f"{', '.join(TUNER_REGIMES)}. Suite wall time "
-                f"{_duration(time.perf_counter() - start)} (this invocation).")
+                f"{duration(time.perf_counter() - start)} (this invocation).")
     write_outputs(rows, results, variants, output_dir, settings)
     print(format_tables(rows, results, variants))
     print(f"[quality] written to {output_dir}/quality.md, quality.csv and quality.png")

@@ -73,6 +73,12 @@ def _zeros_for_none(grads, like):
     return [tf.zeros_like(x) if g is None else g for g, x in zip(grads, like)]
 
 
+def mix(share, a, b):
+    """`share * a + (1 - share) * b` in `a`'s dtype: a quantity of a batch made of two parts,
+    `share` of its images in the part that gave `a` (a gradient, a loss, a statistic)."""
+    return tf.cast(share, a.dtype) * a + tf.cast(1.0 - share, a.dtype) * tf.cast(b, a.dtype)
+
+
 def unrolled_hypergradient(
     augment_fn: Callable[[], Any],
     train_loss_fn: Callable[[list, Any], tuple],
@@ -143,8 +149,8 @@ def unrolled_hypergradient(
     step = g
     if rest is not None:  # the classifier's whole step: g of this pass and the rest's
         share, rest_grads = rest
-        step = [tf.cast(share, gi.dtype) * gi + tf.cast(1.0 - share, gi.dtype) * tf.cast(
-            ri, gi.dtype) / tf.cast(loss_scale, gi.dtype) for gi, ri in zip(g, rest_grads)]
+        step = [mix(share, gi, tf.cast(ri, gi.dtype) / tf.cast(loss_scale, gi.dtype))
+                for gi, ri in zip(g, rest_grads)]
     big_g = step if all_reduce is None else all_reduce([tf.stop_gradient(s) for s in step])
     w_last = [tf.stop_gradient(wi - tf.cast(inner_lr, wi.dtype) * gi)
               for wi, gi in zip(w, big_g)]

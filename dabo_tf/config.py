@@ -24,6 +24,14 @@ AUGMENTERS = ("distribution", "network")
 AUGMENTER_OPTIMIZERS = ("adam", "sgd")
 MAGNITUDE_SCALES = ("log", "linear")
 """Parameterisations of a learned half-width: its logarithm (the default) or itself."""
+AUGMENTER_SCALES = ("zoom", "zoom_aspect", "axes")
+"""How a learned augmenter scales images (`dabo_tf.augment.ops.SCALE_PARAMETERISATIONS`)."""
+DEFAULT_AUGMENTER_SCALE = "zoom_aspect"
+"""`--augmenter_scale` by default: a zoom of both axes and an aspect ratio, the same
+transformations as a scale per axis in coordinates where the common one, a change of distance
+(what `keras.layers.RandomZoom` and torchvision draw by default), is one op and gets the
+hypergradient of both axes (chosen on principle, checked on the development suite, see the
+README). Until 2026-12-07 it was `"axes"`."""
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
 HAND_OPS = ("crop", "flip", "vflip", "rotate", "translate", "zoom", "contrast", "brightness")
 """Hand-written ops (`dabo_tf.augment.hand.HAND_OPS` builds them)."""
@@ -200,6 +208,13 @@ class Config:
     augmenter_shear: bool = field(
         True,
         "Distribution augmenter: learn a shear range besides rotation, scales and shifts.")
+    augmenter_scale: str = field(
+        DEFAULT_AUGMENTER_SCALE,
+        "Distribution augmenter: how it scales images. zoom_aspect: a learned zoom range for "
+        "both axes (what keras.layers.RandomZoom draws by default) and an aspect-ratio range; "
+        "zoom: the zoom only; axes: a range per axis (scale_x, scale_y; the default until "
+        "2026-12-07).",
+        choices=AUGMENTER_SCALES)
     augmenter_projective: bool = field(
         False,
         "Also learn projective (perspective) terms (distribution augmenter).")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -631,10 +633,7 @@ class DaboModel(keras.Model):
         logits, new_non_trainable = result.aux
         loss, gradients = result.train_loss, result.gradients
         if rest is not None:
-            def mix(a, b):
-                return tf.cast(share, a.dtype) * a + tf.cast(1.0 - share, a.dtype) * tf.cast(
-                    b, a.dtype)
-
+            mix = functools.partial(bilevel.mix, share)
             loss = mix(tf.cast(loss, tf.float32), loss_rest)
             gradients = [mix(g, r) for g, r in zip(gradients, grads_rest)]
             new_non_trainable = [mix(tf.cast(a, v.dtype), b) for a, b, v in zip(

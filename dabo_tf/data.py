@@ -249,9 +249,10 @@ class Shift:
     high: float
 
     def policy_ops(self) -> dict:
-        """The learned-policy ops this shift corresponds to, with their true `(low, high)`."""
+        """The learned-policy ops that express this shift, with their true `(low, high)`; a
+        zoom is expressed by `zoom`, or by `scale_x` and `scale_y` drawn alike."""
         names = {"rotate": ("rotate",), "translate": ("translate_x", "translate_y"),
-                 "scale": ("scale_x", "scale_y")}[self.op]
+                 "scale": ("zoom", "scale_x", "scale_y")}[self.op]
         return {name: (self.low, self.high) for name in names}
 
 

@@ -141,7 +141,7 @@ def test_policy_in_human_units():
     layer.build(IMAGES.shape)
     mag = np.zeros(6, np.float32)
     mag[layer.ops.index("rotate")] = math.radians(30)
-    mag[layer.ops.index("scale_x")] = 0.1
+    mag[layer.ops.index("zoom")] = 0.1
     mean = np.zeros(6, np.float32)
     mean[layer.ops.index("translate_x")] = 0.05
     layer.magnitude.assign(mag)
@@ -150,7 +150,7 @@ def test_policy_in_human_units():
     assert policy["rotate"]["unit"] == "degrees"
     assert policy["rotate"]["low"] == pytest.approx(-30, abs=1e-4)
     assert policy["rotate"]["high"] == pytest.approx(30, abs=1e-4)
-    assert policy["scale_x"]["low"] == pytest.approx(math.exp(-0.1), rel=1e-5)
+    assert policy["zoom"]["low"] == pytest.approx(math.exp(-0.1), rel=1e-5)
     assert policy["translate_x"]["low"] == pytest.approx(0.05)
     logs = dabo_tf.dabo_model.policy_logs(layer)
     assert (logs["aug_rotate_low"], logs["aug_rotate_high"]) == pytest.approx((-30, 30), abs=1e-4)
@@ -222,7 +222,8 @@ def test_distributions_start_small_and_centred_on_the_identity():
     assert policy["translate_x"]["high"] == pytest.approx(0.025, rel=1e-5)
     assert policy["brightness"]["high"] == pytest.approx(0.0125, rel=1e-5)
     assert policy["rotate"]["low"] == -policy["rotate"]["high"]
-    assert policy["scale_x"]["low"] * policy["scale_x"]["high"] == pytest.approx(1.0)
+    assert policy["zoom"]["low"] * policy["zoom"]["high"] == pytest.approx(1.0)
+    assert policy["aspect"]["high"] == pytest.approx(2 ** 0.05, rel=1e-5)
     assert policy["contrast"]["low"] + policy["contrast"]["high"] == pytest.approx(2.0)
     # The optimizer's update keeps each half-width in [MIN_LOG_MAGNITUDE (log) or 0 (linear),
     # MAX_MAGNITUDE[op]].
@@ -327,8 +328,23 @@ def test_flip_and_cutout_in_the_augmenter_and_its_frozen_policy():
 def test_build_augmenter_without_shear_learns_the_other_affine_ops():
     augmenter = augment.build_augmenter(shear=False, seed=0)
     augmenter.build((None, 8, 8, 1))
-    assert sorted(augmenter.policy()) == ["rotate", "scale_x", "scale_y", "translate_x",
-                                          "translate_y"]
+    assert list(augmenter.policy()) == ["rotate", "zoom", "aspect", "translate_x",
+                                        "translate_y"]
+
+
+def test_build_augmenter_scale_parameterisations():
+    for scale, ops in augment.SCALE_PARAMETERISATIONS.items():
+        augmenter = augment.build_augmenter(scale=scale, seed=0)
+        augmenter.build((None, 8, 8, 1))
+        policy = augmenter.policy()
+        assert [op for op in policy if op in augment.LOG_SCALE_OPS] == list(ops)
+        # Every scale op starts centred on 1, log-symmetric, and its frozen policy applies.
+        for op in ops:
+            assert policy[op]["low"] * policy[op]["high"] == pytest.approx(1.0)
+        frozen = augment.policy_to_layers(policy, seed=0)
+        assert frozen(IMAGES, training=True).shape == IMAGES.shape
+    with pytest.raises(ValueError, match="Received: scale='iso'"):
+        augment.build_augmenter(scale="iso")
 
 
 @pytest.mark.parametrize("scale", ["log", "linear"])

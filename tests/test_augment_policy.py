@@ -188,7 +188,7 @@ def _blob(size=24):
 
 
 @pytest.mark.parametrize("op, value", [("rotate", 25.0), ("rotate", -40.0), ("scale_x", 1.3),
-                                       ("scale_y", 0.8), ("translate_x", 0.15),
+                                       ("scale_y", 0.8), ("zoom", 1.25), ("translate_x", 0.15),
                                        ("translate_y", -0.2), ("brightness", 0.1),
                                        ("contrast", 1.4)])
 def test_keras_native_layers_match_the_frozen_policy(op, value):

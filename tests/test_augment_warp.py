@@ -182,6 +182,15 @@ def test_human_parameters_round_trip_and_compose():
                                np.eye(3), atol=1e-6)
 
 
+def test_zoom_and_aspect_are_the_axes_scales_in_other_coordinates():
+    zoom, aspect = np.array([0.2, -0.3]), np.array([0.1, 0.4])
+    ours = warp.affine_matrix(9, 13, rotation=[0.3, 0.1], log_zoom=zoom, log_aspect=aspect,
+                              dtype=tf.float64)
+    axes = warp.affine_matrix(9, 13, rotation=[0.3, 0.1], log_scale_x=zoom + aspect / 2,
+                              log_scale_y=zoom - aspect / 2, dtype=tf.float64)
+    np.testing.assert_allclose(ours.numpy(), axes.numpy(), atol=1e-12)
+
+
 def test_helpers_are_differentiable():
     def loss(angle):
         m = warp.affine_matrix(10, 10, rotation=angle, translate_x=0.1)

@@ -75,7 +75,7 @@ def check_run_dir(workdir, mode):
 
     policy = json.loads((workdir / "policy.json").read_text())
     if mode == "dabo":
-        assert {"rotate", "shear", "scale_x", "translate_y"} <= set(policy)
+        assert {"rotate", "shear", "zoom", "aspect", "translate_y"} <= set(policy)
         config = metrics["config"]
         learned_gates = config["augmenter_flip"] and config["augmenter_cutout"]
         if learned_gates:  # the relaxed flip and cutout reach policy.json

@@ -230,7 +230,8 @@ def test_parse_shift_forms_and_errors():
     assert data.parse_shift("rotate:40") == data.Shift("rotate", -40.0, 40.0)
     assert data.parse_shift("translate:0.2").policy_ops() == {"translate_x": (-0.2, 0.2),
                                                               "translate_y": (-0.2, 0.2)}
-    assert data.parse_shift("scale:0.7:1.3").policy_ops()["scale_y"] == (0.7, 1.3)
+    assert data.parse_shift("scale:0.7:1.3").policy_ops() == {
+        "zoom": (0.7, 1.3), "scale_x": (0.7, 1.3), "scale_y": (0.7, 1.3)}
     for bad in ("spin:3", "rotate", "rotate:x", "translate:1.5", "scale:1.3:0.7", "scale:2"):
         with pytest.raises(ValueError, match="Received: eval_shift"):
             data.parse_shift(bad)

@@ -22,6 +22,11 @@ def test_range_scores_and_mean_shift():
     # translate_x is centred at +0.1 on a width of 0.4: a 25% shift; scales are log-centred.
     assert quality.mean_shift(policy) == pytest.approx(0.25)
     assert quality.mean_shift({"scale_x": _entry(0.8, 1.25)}) == pytest.approx(0.0, abs=1e-9)
+    # A zoom is scored as one op; an aspect range is log-centred like the scales.
+    zoom = {"zoom": _entry(0.8, 1.25), "aspect": _entry(0.9, 1 / 0.9)}
+    assert quality.range_scores(zoom, data.parse_shift("scale:0.7:1.3")) == pytest.approx(
+        {"zoom": 0.45 / 0.6})
+    assert quality.mean_shift(zoom) == pytest.approx(0.0, abs=1e-9)
 
 
 def _result(tmp_path, regime, variant, method, seed, accuracy, policy=None, wall=10.0):
@@ -144,8 +149,7 @@ def test_hypergradient_snr_reports_every_op_of_a_regime():
     assert hypergradient_snr.parse_widths("rotate:0.1, shear:0.6") == {"rotate": 0.1,
                                                                          "shear": 0.6}
     stats = hypergradient_snr.measure("digits300", {"rotate": 0.2}, epochs=1, batches=3)
-    assert list(stats) == ["rotate", "shear", "scale_x", "scale_y", "translate_x",
-                           "translate_y"]
+    assert list(stats) == ["rotate", "shear", "zoom", "aspect", "translate_x", "translate_y"]
     assert all(np.isfinite(v).all() and v[1] > 0 for v in map(np.array, stats.values()))
     with pytest.raises(SystemExit, match="Unknown ops"):
         hypergradient_snr.measure("digits300", {"spin": 0.2}, epochs=1, batches=1)

@@ -11,10 +11,12 @@ from dabo_tf.presets import get_config
 from dabo_tf.train import compare
 
 
-def test_tiny_comparison_runs_every_method(tmp_path):
+def test_tiny_comparison_runs_every_method(tmp_path, capsys):
     config = config_from_dict(dict(get_config("compare:smoke"), verbose=0))
     assert config.trials == 2 and config.epochs == 1
     rows = compare.run_comparison(config, tmp_path)
+    n = len(compare.METHODS) * len(config.compare_seeds)  # progress: run i of n, time left
+    assert f"[compare] {n}/{n} " in capsys.readouterr().out
     methods = [r["method"] for r in rows]
     assert methods == list(compare.METHODS)
     for name in ("comparison.md", "comparison.csv", "comparison.png", "metrics.json"):

@@ -18,6 +18,7 @@ from dabo_tf.augment import ops, warp
 from dabo_tf.augment.base import AugmentationLayer, Augmenter, as_augment_fn
 from dabo_tf.augment.fixed import FixedAffine, FixedColor, FixedCutout, FrozenPolicy
 from dabo_tf.augment.learned import (
+    DEFAULT_AUGMENTER_SCALE,
     DEFAULT_INIT_MAGNITUDE,
     DEFAULT_INIT_RELATIVE,
     MIN_LOG_MAGNITUDE,
@@ -37,8 +38,10 @@ from dabo_tf.augment.ops import (
     DEFAULT_AFFINE_OPS,
     DEFAULT_COLOR_OPS,
     FLIP_UNIT,
+    LOG_SCALE_OPS,
     MAX_MAGNITUDE,
     OPS,
+    SCALE_PARAMETERISATIONS,
     VFLIP_UNIT,
     adjust_color,
     cutout,
@@ -58,6 +61,7 @@ from dabo_tf.config import MAGNITUDE_SCALES
 
 __all__ = [
     "AFFINE_OPS", "COLOR_OPS", "CUTOUT_UNIT", "DEFAULT_AFFINE_OPS", "DEFAULT_COLOR_OPS",
+    "DEFAULT_AUGMENTER_SCALE", "LOG_SCALE_OPS", "SCALE_PARAMETERISATIONS",
     "DEFAULT_INIT_MAGNITUDE", "DEFAULT_INIT_RELATIVE", "FLIP_UNIT", "KERAS_NATIVE_OPS",
     "MAGNITUDE_SCALES", "MAX_MAGNITUDE",
     "MIN_LOG_MAGNITUDE", "OPS", "VFLIP_UNIT", "AugmentationLayer", "Augmenter", "FixedAffine",

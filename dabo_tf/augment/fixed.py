@@ -15,7 +15,7 @@ import tensorflow as tf
 from dabo_tf import seeds
 from dabo_tf.augment import warp
 from dabo_tf.augment.base import AugmentationLayer, Augmenter
-from dabo_tf.augment.ops import OPS, POLICY_OPS, adjust_color, cutout
+from dabo_tf.augment.ops import LOG_SCALE_OPS, OPS, POLICY_OPS, adjust_color, cutout
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
 
@@ -42,8 +42,9 @@ class _FixedRanges(AugmentationLayer):
     def op_values(self, transformation):
         """Dict of `[N]` op values in human units.
 
-        Scale ops are log-uniform in their range; `flip`, `vflip` and `fill` are 1.0
-        (flipped, filled with the constant) with probability `(low + high) / 2`, else 0.0;
+        Scale ops (`LOG_SCALE_OPS`) are log-uniform in their range; `flip`, `vflip` and
+        `fill` are 1.0 (flipped, filled with the constant) with probability
+        `(low + high) / 2`, else 0.0;
         every other op is uniform in `[low, high]`.
         """
         noise = transformation["uniform"]
@@ -52,7 +53,7 @@ class _FixedRanges(AugmentationLayer):
             lo, hi = self.ranges[op]
             if op in ("flip", "vflip", "fill"):
                 out[op] = tf.cast(noise[:, i] < 0.5 * (lo + hi), noise.dtype)
-            elif op in ("scale_x", "scale_y"):
+            elif op in LOG_SCALE_OPS:
                 lo, hi = math.log(lo), math.log(hi)
                 out[op] = tf.exp(lo + (hi - lo) * noise[:, i])
             else:
@@ -69,14 +70,16 @@ class FixedAffine(_FixedRanges):
     """Random affine (optionally projective) warps with fixed per-op ranges, one per image.
 
     Each op's value is drawn per image uniformly in its `(low, high)` range (log-uniformly
-    for `scale_x`/`scale_y`) and all of them are combined into a single output-to-input
-    matrix (`dabo_tf.augment.warp.affine_matrix`, about the image centre, after an optional
-    horizontal flip), applied with one `dabo_tf.augment.warp.projective_warp`.
+    for the scale ops `scale_x`, `scale_y`, `zoom`, `aspect`) and all of them are combined
+    into a single output-to-input matrix (`dabo_tf.augment.warp.affine_matrix`, about the
+    image centre, after an optional horizontal flip), applied with one
+    `dabo_tf.augment.warp.projective_warp`.
 
     Args:
         ranges: dict `{op: (low, high)}` in human units, ops from
-            `POLICY_OPS["geometric"]`: `rotate` (degrees), `shear`, `scale_x`, `scale_y`
-            (factors, > 0), `translate_x`, `translate_y` (fractions of the size),
+            `POLICY_OPS["geometric"]`: `rotate` (degrees), `shear`, `scale_x`, `scale_y`,
+            `zoom` (both axes), `aspect` (width / height) (factors, > 0), `translate_x`,
+            `translate_y` (fractions of the size),
             `perspective_x`, `perspective_y`, `flip` and `vflip` (flip probability
             `(low + high) / 2`), `fill` (probability of a constant fill, `fill_value`,
             instead of `fill_mode`).
@@ -95,7 +98,7 @@ class FixedAffine(_FixedRanges):
     def __init__(self, ranges=None, interpolation="bilinear", fill_mode="reflect",
                  fill_value=0.0, seed=None, **kwargs):
         super().__init__(ranges=ranges, seed=seed, **kwargs)
-        for op in ("scale_x", "scale_y"):
+        for op in LOG_SCALE_OPS:
             if op in self.ranges and min(self.ranges[op]) <= 0.0:
                 raise ValueError(f"Scale factors must be > 0. Received: {op}={self.ranges[op]}")
         self.interpolation = interpolation
@@ -111,7 +114,7 @@ class FixedAffine(_FixedRanges):
         for op, value in values.items():
             if op == "rotate":
                 kwargs["rotation"] = value * (math.pi / 180.0)
-            elif op in ("scale_x", "scale_y"):
+            elif op in LOG_SCALE_OPS:
                 kwargs[OPS[op].warp_arg] = tf.math.log(value)
             elif op not in ("flip", "vflip", "fill"):
                 kwargs[OPS[op].warp_arg] = value

@@ -33,11 +33,17 @@ from dabo_tf.augment.ops import (
     FLIP_UNIT,
     MAX_MAGNITUDE,
     OPS,
+    SCALE_PARAMETERISATIONS,
     VFLIP_UNIT,
     adjust_color,
     cutout,
 )
-from dabo_tf.config import DEFAULT_INIT_MAGNITUDE, DEFAULT_INIT_RELATIVE, MAGNITUDE_SCALES
+from dabo_tf.config import (
+    DEFAULT_AUGMENTER_SCALE,
+    DEFAULT_INIT_MAGNITUDE,
+    DEFAULT_INIT_RELATIVE,
+    MAGNITUDE_SCALES,
+)
 from dabo_tf.seeds import streams
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
@@ -62,6 +68,11 @@ class MagnitudeRange(keras.constraints.Constraint):
 MIN_LOG_MAGNITUDE = 1e-3
 """Smallest half-width of a log-parameterised op (0.06 degrees, 0.1% shifts): in effect off,
 yet able to grow again when the hypergradient turns (a width of exactly 0 never would)."""
+
+
+def _log_half_widths(values):
+    """The `log_magnitude` of half-widths `values` (at least `MIN_LOG_MAGNITUDE`)."""
+    return np.log(np.maximum(values, MIN_LOG_MAGNITUDE))
 
 
 class _LearnedDistribution(AugmentationLayer):
@@ -108,8 +119,7 @@ class _LearnedDistribution(AugmentationLayer):
         if self.magnitude_scale == "log":
             self.log_magnitude = self.add_weight(
                 name="log_magnitude", shape=(n,), dtype=self.variable_dtype,
-                initializer=keras.initializers.Constant(
-                    np.log(np.maximum(init, MIN_LOG_MAGNITUDE))),
+                initializer=keras.initializers.Constant(_log_half_widths(init)),
                 constraint=MagnitudeRange([math.log(m) for m in maximum],
                                           math.log(MIN_LOG_MAGNITUDE)))
         else:
@@ -142,7 +152,7 @@ class _LearnedDistribution(AugmentationLayer):
         """Assigns the half-widths (internal units), whatever the parameterisation."""
         values = np.broadcast_to(np.asarray(values, np.float32), [len(self.ops)])
         if self.magnitude_scale == "log":
-            self.log_magnitude.assign(np.log(np.maximum(values, MIN_LOG_MAGNITUDE)))
+            self.log_magnitude.assign(_log_half_widths(values))
         else:
             self.magnitude.assign(values)
 
@@ -187,11 +197,12 @@ class LearnedAffine(_LearnedDistribution):
     trainable `mean` with `learn_mean=True`): a range centred on the identity whose
     half-width, trainable, starts small (`init_magnitude`) and learns how far to rotate,
     shear, scale and shift.
-    Internal units: radians (rotate), shear factor, log-scale (scale_x/y), fraction of the
-    image size (translate_x/y), projective term times size (perspective_x/y).
+    Internal units: radians (rotate), shear factor, log-scale (zoom, aspect, scale_x/y),
+    fraction of the image size (translate_x/y), projective term times size (perspective_x/y).
 
     Args:
-        ops: names of the ops to learn, from `AFFINE_OPS`. Defaults to the six affine ops.
+        ops: names of the ops to learn, from `AFFINE_OPS`. Defaults to `DEFAULT_AFFINE_OPS`:
+            rotation, shear, zoom, aspect ratio and the two shifts.
         projective: also learn the two projective terms. Defaults to False.
         learn_mean: learn a mean (bias) per op besides the magnitude. Defaults to False
             (every range centred on the identity).
@@ -514,7 +525,7 @@ class LearnedCutout(_LearnedGate):
 
 
 def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: bool = True,
-                    projective=False,
+                    scale: str = DEFAULT_AUGMENTER_SCALE, projective=False,
                     flip: bool = False, vflip: bool = False, cutout: bool = False,
                     fill_mode="reflect", fill_value=0.0, learn_fill=False,
                     identity_init=True, learn_mean=False,
@@ -527,6 +538,10 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
             `"network"` (the paper's noise MLP).
         color: add learned colour jitter.
         shear: learn a shear range (distribution augmenter only).
+        scale: how the distribution augmenter scales images, a key of
+            `SCALE_PARAMETERISATIONS`: `"zoom"` (one factor for both axes), `"zoom_aspect"`
+            (a zoom and an aspect ratio) or `"axes"` (`scale_x` and `scale_y` on their own).
+            Defaults to `DEFAULT_AUGMENTER_SCALE` (`"zoom_aspect"`).
         projective: add the projective terms (distribution augmenter only).
         flip, vflip: add a horizontal / vertical flip with a learned probability.
         cutout: add cutout with a learned size and probability.
@@ -542,9 +557,13 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
         init_relative: `init_magnitude` is a fraction of each op's limit.
         seed: base seed (each layer draws from its own stream, `seed`, `seed + 1`, ...).
     """
+    if scale not in SCALE_PARAMETERISATIONS:
+        raise ValueError(f"scale must be one of {list(SCALE_PARAMETERISATIONS)}. "
+                         f"Received: scale={scale!r}")
     seeds = streams(seed)
     if kind == "distribution":
-        ops = tuple(o for o in DEFAULT_AFFINE_OPS if shear or o != "shear")
+        ops = ("rotate", *(("shear",) if shear else ()), *SCALE_PARAMETERISATIONS[scale],
+               "translate_x", "translate_y")
         layers = [LearnedAffine(ops, projective=projective, fill_mode=fill_mode,
                                 fill_value=fill_value, learn_mean=learn_mean,
                                 learn_fill=learn_fill and fill_mode != "constant",

@@ -15,6 +15,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from dabo_tf.config import AUGMENTER_SCALES, DEFAULT_AUGMENTER_SCALE
+
 
 @dataclasses.dataclass(frozen=True)
 class Op:
@@ -58,6 +60,9 @@ OPS = {
     "shear": Op("geometric", "shear factor (x += s * y)", 0.0, "shear", 1.0, 1.0),
     "scale_x": Op("geometric", "scale factor", 1.0, "log_scale_x", None, math.log(2.0)),
     "scale_y": Op("geometric", "scale factor", 1.0, "log_scale_y", None, math.log(2.0)),
+    "zoom": Op("geometric", "scale factor (both axes)", 1.0, "log_zoom", None, math.log(2.0)),
+    "aspect": Op("geometric", "aspect factor (width scale / height scale)", 1.0, "log_aspect",
+                 None, math.log(2.0)),
     "translate_x": Op("geometric", "fraction of width", 0.0, "translate_x", 1.0, 0.5, 2.0),
     "translate_y": Op("geometric", "fraction of height", 0.0, "translate_y", 1.0, 0.5, 2.0),
     "perspective_x": Op("geometric", "projective term x size", 0.0, "perspective_x", 1.0, 1.0),
@@ -76,8 +81,9 @@ OPS = {
     "cutout": Op("erasing", CUTOUT_UNIT, limit=1.0),
     "augment": Op("gate", AUGMENT_UNIT, 1.0, limit=1.0),
 }
-"""Every op by name. Learned limits: +-180 degrees, shear +-1, scale x0.5-x2, shifts of half
-the size, brightness +-0.25, contrast and saturation factors from 0.1 and 0 up."""
+"""Every op by name. Learned limits: +-180 degrees, shear +-1, scales, zoom and aspect
+x0.5-x2, shifts of half the size, brightness +-0.25, contrast and saturation factors from 0.1
+and 0 up."""
 
 AFFINE_OPS = {name: (op.unit, op.to_human) for name, op in OPS.items() if op.warp_arg}
 """Geometric ops a `LearnedAffine` samples: name -> (human unit, internal -> human factor)."""
@@ -90,7 +96,18 @@ POLICY_OPS = {kind: tuple(name for name, op in OPS.items() if op.kind == kind)
               for kind in ("geometric", "color", "erasing", "gate")}
 """Op names a policy may hold, by kind (frozen into `FixedAffine`, `FixedColor`,
 `FixedCutout`; the gate `augment` into `FrozenPolicy` itself)."""
-DEFAULT_AFFINE_OPS = ("rotate", "shear", "scale_x", "scale_y", "translate_x", "translate_y")
+LOG_SCALE_OPS = tuple(name for name, op in OPS.items()
+                      if op.kind == "geometric" and op.warp_arg and op.to_human is None)
+"""Geometric ops whose internal value is a log-factor (human value `exp` of it), drawn
+log-uniformly by frozen policies."""
+SCALE_PARAMETERISATIONS = dict(zip(AUGMENTER_SCALES,
+                                   (("zoom",), ("zoom", "aspect"), ("scale_x", "scale_y"))))
+"""How a learned augmenter scales images (`build_augmenter(scale=...)`,
+`--augmenter_scale`): one zoom factor for both axes (what `keras.layers.RandomZoom` and
+torchvision's `RandomAffine(scale=...)` draw by default), a zoom and an aspect ratio, or each
+axis on its own."""
+DEFAULT_AFFINE_OPS = ("rotate", "shear", *SCALE_PARAMETERISATIONS[DEFAULT_AUGMENTER_SCALE],
+                      "translate_x", "translate_y")
 DEFAULT_COLOR_OPS = ("brightness", "contrast", "saturation")
 
 LUMA = (0.299, 0.587, 0.114)

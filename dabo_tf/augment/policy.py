@@ -16,8 +16,9 @@ model = keras.Model(inputs, classifier(front_end(inputs)))  # augments only in t
 Ops (`dabo_tf.augment.ops.OPS` gives their units):
 
 * geometric, combined into one warp per image (`FixedAffine`): `rotate` (degrees), `shear`
-  (x += s y), `scale_x`/`scale_y` (scale factors, drawn log-uniformly, as `LearnedAffine`
-  draws them), `translate_x`/`translate_y` (fractions of the size), `perspective_x/_y`, and
+  (x += s y), `scale_x`/`scale_y`, `zoom` (both axes) and `aspect` (width / height) (scale
+  factors, drawn log-uniformly, as `LearnedAffine` draws them), `translate_x`/`translate_y`
+  (fractions of the size), `perspective_x/_y`, and
   `flip` / `vflip` (horizontal / vertical flip with probability `(low + high) / 2`);
 * colour (`FixedColor`): `brightness` (additive delta; a multiplicative factor when its unit
   says "factor", as in `NoiseAugmenter.policy()`), `intensity_shift` (additive delta),
@@ -209,7 +210,7 @@ def policy_to_layers(policy: dict, *, seed=None, fill_mode: str = "reflect",
                         seed=seed, name=name)
 
 
-KERAS_NATIVE_OPS = ("rotate", "scale_x", "scale_y", "translate_x", "translate_y", "flip",
+KERAS_NATIVE_OPS = ("rotate", "scale_x", "scale_y", "zoom", "translate_x", "translate_y", "flip",
                     "vflip", "brightness", "contrast")
 """Ops `policy_to_keras_layers` can express with Keras' own layers. Not the others:
 `keras.layers.RandomShear` shears about the image's corner (which also shifts it) and draws a
@@ -226,7 +227,8 @@ def policy_to_keras_layers(policy: dict, *, seed=None, fill_mode: str = "reflect
 
     - geometric ops are applied one after another (`RandomZoom`, then `RandomRotation`, then
       `RandomTranslation`, the order of `FrozenPolicy`'s single warp), each interpolating;
-    - a scale range `[lo, hi]` becomes Keras' zoom `z` in `[1 / hi - 1, 1 / lo - 1]` drawn
+    - a scale range `[lo, hi]` (`zoom`: `width_factor=None`, one factor for both axes)
+      becomes Keras' zoom `z` in `[1 / hi - 1, 1 / lo - 1]` drawn
       uniformly (the content is scaled by `1 / (1 + z)`), where `FrozenPolicy` draws the
       scale log-uniformly;
     - `RandomBrightness` and `RandomContrast` clip to `[0, 1]` after each op, and Keras'
@@ -288,13 +290,15 @@ def policy_to_keras_layers(policy: dict, *, seed=None, fill_mode: str = "reflect
 
     geo = dict(fill_mode=fill_mode, interpolation=interpolation, fill_value=fill_value)
     layers = []
-    if "scale_x" in geometric or "scale_y" in geometric:
-        def zoom(op):
-            lo, hi = geometric.get(op, (1.0, 1.0))
-            return (1.0 / hi - 1.0, 1.0 / lo - 1.0)
+    def zoom(op):
+        lo, hi = geometric.get(op, (1.0, 1.0))
+        return (1.0 / hi - 1.0, 1.0 / lo - 1.0)
 
+    if "scale_x" in geometric or "scale_y" in geometric:
         layers.append(keras.layers.RandomZoom(zoom("scale_y"), zoom("scale_x"), seed=seed_of(),
                                               **geo))
+    if "zoom" in geometric:  # width_factor=None: one factor for both axes
+        layers.append(keras.layers.RandomZoom(zoom("zoom"), None, seed=seed_of(), **geo))
     if "rotate" in geometric:
         lo, hi = geometric["rotate"]
         layers.append(keras.layers.RandomRotation((lo / 360.0, hi / 360.0), seed=seed_of(),

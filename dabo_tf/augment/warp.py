@@ -253,6 +253,8 @@ def affine_matrix(
     translate_y=0.0,
     perspective_x=0.0,
     perspective_y=0.0,
+    log_zoom=0.0,
+    log_aspect=0.0,
     translation_in_pixels: bool = False,
     dtype=tf.float32,
 ):
@@ -262,18 +264,22 @@ def affine_matrix(
     sheared horizontally by `shear` (x += shear * y), scaled by `exp(log_scale_x)`,
     `exp(log_scale_y)` (> 0 enlarges) and shifted by `translate_x`, `translate_y` (fractions
     of width/height, or pixels if `translation_in_pixels`). `perspective_x/_y` add the
-    projective terms (per pixel, scaled by 1/size). Every argument is a scalar or `[N]`
+    projective terms (per pixel, scaled by 1/size). `log_zoom` and `log_aspect` are the same
+    scales in other coordinates: they add `log_zoom + log_aspect / 2` to `log_scale_x` and
+    `log_zoom - log_aspect / 2` to `log_scale_y` (a zoom of both axes, and the ratio of the
+    width's scale to the height's). Every argument is a scalar or `[N]`
     tensor; the result is differentiable in all of them. Pass it to `matrices_to_transforms`.
 
     The forward (input-to-output) map is `T(centre) . Trans . R . Sh . S . T(-centre)`;
     the returned matrix is its inverse, computed in closed form.
     """
     args = [rotation, shear, log_scale_x, log_scale_y, translate_x, translate_y,
-            perspective_x, perspective_y]
+            perspective_x, perspective_y, log_zoom, log_aspect]
     args = [tf.reshape(tf.cast(a, dtype), [-1]) for a in args]
     n = tf.reduce_max(tf.stack([tf.shape(a)[0] for a in args]))
     args = [tf.broadcast_to(a, [n]) for a in args]
-    rot, sh, lsx, lsy, tx, ty, px, py = args
+    rot, sh, lsx, lsy, tx, ty, px, py, zoom, aspect = args
+    lsx, lsy = lsx + zoom + 0.5 * aspect, lsy + zoom - 0.5 * aspect
     h = tf.cast(height, dtype)
     w = tf.cast(width, dtype)
     if not translation_in_pixels:

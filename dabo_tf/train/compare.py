@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from dabo_tf.config import Config, ConfigError
+from dabo_tf.logs import Progress
 from dabo_tf.train import rundir, runner
 
 METHODS = ("none", "hand", "trivialaugment", "randaugment", "tuner", "dabo", "frozen")
@@ -151,10 +152,16 @@ def run_comparison(config: Config, workdir, *, methods=METHODS) -> list:
     rundir.write_json(workdir / "config.json", config.to_dict())
     start = time.perf_counter()
     runs = {m: [] for m in methods}
+    progress = Progress([m for _ in config.compare_seeds for m in methods], label="compare")
     for seed in config.compare_seeds:
         for method in methods:
             print(f"[compare] {method}, seed {seed}", flush=True)
-            runs[method].append(run_method(config, method, seed, workdir))
+            progress.begin()
+            metrics = run_method(config, method, seed, workdir)
+            runs[method].append(metrics)
+            progress.end(f"{method}, seed {seed}: test accuracy "
+                         f"{100 * metrics['test_accuracy']:.2f}% in "
+                         f"{progress.run_seconds():.0f} s")
     rows = summarise(runs)
     write_outputs(rows, config, workdir)
     rundir.write_json(workdir / "metrics.json", {

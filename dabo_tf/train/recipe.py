@@ -93,6 +93,7 @@ def build_learned_augmenter(config: Config, image_shape) -> augment.Augmenter:
     """The DABO augmenter of `config` (`augmenter`, `augmenter_color`, ...) for these images."""
     return augment.build_augmenter(config.augmenter, color=learned_color(config, image_shape),
                                    shear=config.augmenter_shear,
+                                   scale=config.augmenter_scale,
                                    projective=config.augmenter_projective,
                                    flip=config.augmenter_flip, vflip=config.augmenter_vflip,
                                    cutout=config.augmenter_cutout,
