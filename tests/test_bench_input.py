@@ -10,5 +10,6 @@ def test_bench_input_runs_and_reports(tmp_path, capsys):
     assert all(r["peak_mib"] > 50 and r["step_images_per_s"] > 0 for r in rows)
     assert rate > 0
     out = capsys.readouterr().out
-    assert "run 2/2" in out and "stream: peak memory x" in out and "the training step's" in out
+    assert "[bench_input] 2/2 60 images, stream" in out  # progress: run i of n, time left
+    assert "stream: peak memory x" in out and "the training step's" in out
     assert len(list((tmp_path / "png60").rglob("*.png"))) == 60
