@@ -36,6 +36,7 @@ from dabo_tf.augment.ops import (
     SCALE_PARAMETERISATIONS,
     VFLIP_UNIT,
     adjust_color,
+    affine_ops,
     cutout,
 )
 from dabo_tf.config import (
@@ -562,8 +563,7 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
                          f"Received: scale={scale!r}")
     seeds = streams(seed)
     if kind == "distribution":
-        ops = ("rotate", *(("shear",) if shear else ()), *SCALE_PARAMETERISATIONS[scale],
-               "translate_x", "translate_y")
+        ops = affine_ops(scale, shear)
         layers = [LearnedAffine(ops, projective=projective, fill_mode=fill_mode,
                                 fill_value=fill_value, learn_mean=learn_mean,
                                 learn_fill=learn_fill and fill_mode != "constant",

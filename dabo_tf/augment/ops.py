@@ -106,8 +106,16 @@ SCALE_PARAMETERISATIONS = dict(zip(AUGMENTER_SCALES,
 `--augmenter_scale`): one zoom factor for both axes (what `keras.layers.RandomZoom` and
 torchvision's `RandomAffine(scale=...)` draw by default), a zoom and an aspect ratio, or each
 axis on its own."""
-DEFAULT_AFFINE_OPS = ("rotate", "shear", *SCALE_PARAMETERISATIONS[DEFAULT_AUGMENTER_SCALE],
-                      "translate_x", "translate_y")
+
+
+def affine_ops(scale=DEFAULT_AUGMENTER_SCALE, shear=True):
+    """The geometric ops a learned augmenter samples, in order: rotation, shear (unless
+    `shear=False`), the scale ops of `SCALE_PARAMETERISATIONS[scale]`, the two shifts."""
+    return ("rotate", *(("shear",) if shear else ()), *SCALE_PARAMETERISATIONS[scale],
+            "translate_x", "translate_y")
+
+
+DEFAULT_AFFINE_OPS = affine_ops()
 DEFAULT_COLOR_OPS = ("brightness", "contrast", "saturation")
 
 LUMA = (0.299, 0.587, 0.114)
