@@ -116,8 +116,7 @@ def main(argv=None):
         rows.append(dict(images=n, loading=loading, peak_mib=peak,
                          step_images_per_s=metrics["images_per_second"],
                          wall_s=metrics["wall_time_s"]))
-        progress.end(f"{n} images, {loading}: peak {peak:.0f} MiB, "
-                     f"{progress.run_seconds():.0f} s")
+        progress.end(f"{n} images, {loading}: peak {peak:.0f} MiB", timed=True)
     largest = max(sizes)
     rate = pipeline_rate(folders[largest], args.image_size, args.batch)
     print(format_table(rows, rate, largest, args))

@@ -8,7 +8,9 @@ For each classifier (32x32x3 inputs, batch 128) and XLA setting, measures the me
 time (over a whole number of k-step cycles, so alternating schedules are amortised
 correctly) of (a) plain training on augmented data with the augmenter frozen, (b) DABO every step,
 (c) DABO every 2nd and every 4th step (`augmenter_update_every`), (b) and (c) again with a
-look-ahead validation batch of half the training batch (`val_batch_size`), and the peak
+look-ahead validation batch of half the training batch (`val_batch_size`), (d) the bilevel
+pass on 1/4, 1/8 or 3/8 of the batch (`hypergradient_fraction`) with a smaller validation
+batch, an ordinary Keras `fit` of the frozen augmenter and classifier, and the peak
 resident memory of each configuration (each runs in its own subprocess, so peaks don't mix).
 Prints ratios to (a) measured in the same run. Absolute times depend on the machine; the
 ratios are what to compare. On a shared machine one run's ratio moves by about +-10%:
@@ -48,7 +50,8 @@ CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0), ("DABO every step", 1, 1, 1.
            ("DABO every 2nd step, val batch / 2", 2, 2, 1.0),
            ("DABO every step, bilevel on 1/4, val batch / 4", 1, 4, 0.25),
            ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125),
-           ("ordinary Keras fit, frozen augmenter in front", -1, 1, 1.0)]
+           ("ordinary Keras fit, frozen augmenter in front", -1, 1, 1.0),
+           ("DABO every step, bilevel on 3/8, val batch / 4", 1, 4, 0.375)]
 """(label, augmenter_update_every, batch / val_batch, hypergradient_fraction); -1: not a
 `DaboModel` but an ordinary `keras.Model` of the same augmenter (frozen) and classifier,
 the baseline a user would compare with (timed only: its work is the plain step's)."""

@@ -53,10 +53,6 @@ class Progress:
         """Marks the start of the next run (by default a run starts when the last ended)."""
         self.began = self.clock()
 
-    def run_seconds(self):
-        """Seconds since the current run began."""
-        return self.clock() - self.began
-
     def remaining(self):
         """Estimated seconds for the runs not finished yet (0 before any was timed)."""
         timed = [t for times in self.spent.values() for t in times]
@@ -66,10 +62,14 @@ class Progress:
         return sum(sum(self.spent[k]) / len(self.spent[k]) if k in self.spent else overall
                    for k in self.kinds[self.done:])
 
-    def end(self, message=""):
-        """Records the current run as finished and logs its line; returns its seconds."""
+    def end(self, message="", *, timed=False):
+        """Records the current run as finished and logs its line; returns its seconds.
+
+        `timed`: the line says how long the run took (`"<message> in 35 s"`)."""
         now = self.clock()
         took, kind = now - self.began, self.kinds[self.done]
+        if timed:
+            message = f"{message} in {took:.0f} s"
         self.done += 1
         if took >= self.min_seconds:
             self.spent.setdefault(kind, []).append(took)

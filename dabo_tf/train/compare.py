@@ -160,8 +160,7 @@ def run_comparison(config: Config, workdir, *, methods=METHODS) -> list:
             metrics = run_method(config, method, seed, workdir)
             runs[method].append(metrics)
             progress.end(f"{method}, seed {seed}: test accuracy "
-                         f"{100 * metrics['test_accuracy']:.2f}% in "
-                         f"{progress.run_seconds():.0f} s")
+                         f"{100 * metrics['test_accuracy']:.2f}%", timed=True)
     rows = summarise(runs)
     write_outputs(rows, config, workdir)
     rundir.write_json(workdir / "metrics.json", {
