@@ -160,7 +160,9 @@ def run_jobs(jobs, output_dir, trials, log=print, cifar_dir=None):
     from dabo_tf.train import compare
 
     results = {}
-    progress = Progress([job.method for job in jobs], label="quality", log=log)
+    progress = Progress([Progress.REUSED if compare.finished(
+        output_dir / job.regime / job.variant, job.method, job.seed) else job.method
+        for job in jobs], label="quality", log=log)
     for job in jobs:
         workdir = output_dir / job.regime / job.variant
         progress.begin()

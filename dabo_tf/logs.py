@@ -26,8 +26,9 @@ class Progress:
 
     The remaining time is estimated per kind of run (e.g. per method of a suite, whose runs
     differ in cost): each run left counts the mean time of the finished runs of its kind, or
-    of all finished runs while its kind has none. A run that took under `min_seconds` (one
-    reused from an earlier invocation) says nothing about the others and is not counted.
+    of all finished runs while its kind has none; a run of kind `Progress.REUSED` (known to
+    be finished by an earlier invocation) counts nothing. A run that took under
+    `min_seconds` says nothing about the others and is not counted either.
 
     Args:
         kinds: the kind of every run, in order (its length is the number of runs); None:
@@ -37,6 +38,9 @@ class Progress:
         log: where lines go (`print`-like, called with `flush=True`).
         clock: seconds, monotonic (`time.perf_counter`; tests pass their own).
     """
+
+    REUSED = "reused"
+    """The kind of a run whose result an earlier invocation left (it takes no time)."""
 
     def __init__(self, kinds=None, *, label, total=None, log=print, min_seconds=1.0,
                  clock=time.perf_counter):
@@ -59,19 +63,21 @@ class Progress:
         if not timed:
             return 0.0
         overall = sum(timed) / len(timed)
-        return sum(sum(self.spent[k]) / len(self.spent[k]) if k in self.spent else overall
+        return sum(0.0 if k == self.REUSED else
+                   sum(self.spent[k]) / len(self.spent[k]) if k in self.spent else overall
                    for k in self.kinds[self.done:])
 
     def end(self, message="", *, timed=False):
         """Records the current run as finished and logs its line; returns its seconds.
 
-        `timed`: the line says how long the run took (`"<message> in 35 s"`)."""
+        `timed`: the line says how long the run took (`"<message> in 35 s"`), or
+        `"<message> (reused)"` for a run of kind `REUSED`."""
         now = self.clock()
         took, kind = now - self.began, self.kinds[self.done]
         if timed:
-            message = f"{message} in {took:.0f} s"
+            message += " (reused)" if kind == self.REUSED else f" in {took:.0f} s"
         self.done += 1
-        if took >= self.min_seconds:
+        if took >= self.min_seconds and kind != self.REUSED:
             self.spent.setdefault(kind, []).append(took)
         self.began = now
         self.log(f"[{self.label}] {self.done}/{len(self)} {message} | elapsed "

@@ -36,3 +36,17 @@ def test_progress_of_runs_of_one_kind():
     clock.now += 30.0
     progress.end("first")
     assert lines == ["[bench] 1/3 first | elapsed 0m30s, remaining ~1m00s"]
+
+
+def test_runs_known_to_be_reused_count_nothing():
+    clock, lines = Clock(), []
+    progress = Progress([Progress.REUSED, "dabo", Progress.REUSED, "dabo"], label="suite",
+                        clock=clock, log=lambda line, flush: lines.append(line))
+    progress.end("first", timed=True)  # an earlier invocation's result: no time, no estimate
+    progress.begin()
+    clock.now += 40.0
+    progress.end("second", timed=True)
+    assert lines == ["[suite] 1/4 first (reused) | elapsed 0m00s, remaining ~0m00s",
+                     "[suite] 2/4 second in 40 s | elapsed 0m40s, remaining ~0m40s"]
+    assert progress.spent == {"dabo": [40.0]}
+    assert progress.remaining() == 40.0  # the reused run left counts nothing

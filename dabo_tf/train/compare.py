@@ -45,10 +45,15 @@ COLUMNS = ("method", "seeds", "test_accuracy_mean", "test_accuracy_std", "full_t
            "wall_time_s", "images_processed", "cost_vs_dabo")
 
 
+def finished(workdir: pathlib.Path, method: str, seed: int) -> bool:
+    """Whether `run_method` would reuse this run's result instead of training it."""
+    return (pathlib.Path(workdir) / f"{method}-seed{seed}" / "metrics.json").exists()
+
+
 def run_method(config: Config, method: str, seed: int, workdir: pathlib.Path) -> dict:
     """Trains `method` with `seed` in `workdir/<method>-seed<seed>` (reused if finished)."""
     sub = workdir / f"{method}-seed{seed}"
-    if (sub / "metrics.json").exists():
+    if finished(workdir, method, seed):
         return json.loads((sub / "metrics.json").read_text())
     changes = dict(mode=method, seed=seed)
     if method == "frozen":
@@ -152,7 +157,8 @@ def run_comparison(config: Config, workdir, *, methods=METHODS) -> list:
     rundir.write_json(workdir / "config.json", config.to_dict())
     start = time.perf_counter()
     runs = {m: [] for m in methods}
-    progress = Progress([m for _ in config.compare_seeds for m in methods], label="compare")
+    progress = Progress([Progress.REUSED if finished(workdir, m, seed) else m
+                         for seed in config.compare_seeds for m in methods], label="compare")
     for seed in config.compare_seeds:
         for method in methods:
             print(f"[compare] {method}, seed {seed}", flush=True)
