@@ -160,16 +160,16 @@ def run_jobs(jobs, output_dir, trials, log=print, cifar_dir=None):
     from dabo_tf.train import compare
 
     results = {}
-    progress = Progress([Progress.REUSED if compare.finished(
-        output_dir / job.regime / job.variant, job.method, job.seed) else job.method
-        for job in jobs], label="quality", log=log)
-    for job in jobs:
-        workdir = output_dir / job.regime / job.variant
+    workdirs = [output_dir / job.regime / job.variant for job in jobs]
+    progress = Progress([Progress.REUSED if compare.finished(workdir, job.method, job.seed)
+                         else job.method for job, workdir in zip(jobs, workdirs)],
+                        label="quality", log=log)
+    for job, workdir in zip(jobs, workdirs):
         progress.begin()
         metrics = compare.run_method(_config(job.regime, job.variant, trials, cifar_dir),
                                      job.method, job.seed, workdir)
         results[dataclasses.astuple(job)] = {
-            **metrics, "run_dir": str(workdir / f"{job.method}-seed{job.seed}")}
+            **metrics, "run_dir": str(compare.run_dir(workdir, job.method, job.seed))}
         progress.end(f"{job.label}: test accuracy {100 * metrics['test_accuracy']:.2f}%",
                      timed=True)
     return results

@@ -45,19 +45,24 @@ COLUMNS = ("method", "seeds", "test_accuracy_mean", "test_accuracy_std", "full_t
            "wall_time_s", "images_processed", "cost_vs_dabo")
 
 
-def finished(workdir: pathlib.Path, method: str, seed: int) -> bool:
+def run_dir(workdir, method: str, seed: int) -> pathlib.Path:
+    """The folder of one run of a comparison: `workdir/<method>-seed<seed>`."""
+    return pathlib.Path(workdir) / f"{method}-seed{seed}"
+
+
+def finished(workdir, method: str, seed: int) -> bool:
     """Whether `run_method` would reuse this run's result instead of training it."""
-    return (pathlib.Path(workdir) / f"{method}-seed{seed}" / "metrics.json").exists()
+    return (run_dir(workdir, method, seed) / "metrics.json").exists()
 
 
 def run_method(config: Config, method: str, seed: int, workdir: pathlib.Path) -> dict:
-    """Trains `method` with `seed` in `workdir/<method>-seed<seed>` (reused if finished)."""
-    sub = workdir / f"{method}-seed{seed}"
+    """Trains `method` with `seed` in `run_dir(workdir, method, seed)` (reused if finished)."""
+    sub = run_dir(workdir, method, seed)
     if finished(workdir, method, seed):
         return json.loads((sub / "metrics.json").read_text())
     changes = dict(mode=method, seed=seed)
     if method == "frozen":
-        changes["policy_path"] = str(workdir / f"dabo-seed{seed}" / "policy.json")
+        changes["policy_path"] = str(run_dir(workdir, "dabo", seed) / "policy.json")
     keras.backend.clear_session()
     lost = sub.exists() and not rundir.backup_readable(sub)
     if lost:
