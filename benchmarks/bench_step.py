@@ -15,7 +15,9 @@ resident memory of each configuration (each runs in its own subprocess, so peaks
 Prints ratios to (a) measured in the same run. Absolute times depend on the machine; the
 ratios are what to compare. On a shared machine one run's ratio moves by about +-10%:
 `--repeats=N` runs every row in turn N times and reports the median and range of the rounds'
-ratios (each round divided by its own plain step) beside the counted ratio.
+ratios (each round divided by its own plain step) beside the counted ratio, and
+`--statistic=min` times each configuration by its least disturbed k-step cycle instead of
+the mean of its cycles (`--statistic=mean,median,min`: a table each, from the same runs).
 
 Why about 3.3x for (b): in units of one forward pass F (a backward pass is about 2F), a
 plain step is 3F. A DABO step is the training pass (3F), the look-ahead validation pass (3F)
@@ -51,14 +53,19 @@ CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0), ("DABO every step", 1, 1, 1.
            ("DABO every step, bilevel on 1/4, val batch / 4", 1, 4, 0.25),
            ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125),
            ("ordinary Keras fit, frozen augmenter in front", -1, 1, 1.0),
-           ("DABO every step, bilevel on 3/8, val batch / 4", 1, 4, 0.375)]
+           ("DABO every step, bilevel on 3/8, val batch / 4", 1, 4, 0.375),
+           ("DABO every step, bilevel on 1/4, val batch / 2", 1, 2, 0.25)]
 """(label, augmenter_update_every, batch / val_batch, hypergradient_fraction); -1: not a
 `DaboModel` but an ordinary `keras.Model` of the same augmenter (frozen) and classifier,
 the baseline a user would compare with (timed only: its work is the plain step's)."""
 
+STATISTICS = ("mean", "median", "min")
+"""What `--statistic` takes of each configuration's step times (`step_statistics`)."""
+
 
 def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0):
-    """Runs in a subprocess: mean step time (s) and peak RSS (MiB) of one configuration."""
+    """Runs in a subprocess: step times (s, `step_statistics`) and peak RSS (MiB) of one
+    configuration."""
     import keras
     import tensorflow as tf
 
@@ -87,7 +94,17 @@ def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0):
     warmup = 4  # compilation and the first steps of every kind of step
     model.fit(ds, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[Timer()])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"step": float(np.mean(times[warmup:])), "peak_mib": peak}
+    return dict(step_statistics(times[warmup:], every), peak_mib=peak)
+
+
+def step_statistics(times, every):
+    """`{"mean", "median", "min"}` of the step times `times`, taken per k-step cycle (a DABO
+    step and its k - 1 plain ones; k = `every`, 1 for a plain step), so that every statistic
+    amortises an alternating schedule alike. The min is the least disturbed cycle: on a
+    shared machine other processes only ever add time (the advice of Python's `timeit`)."""
+    cycles = np.reshape(times, (-1, max(every, 1))).mean(axis=1)
+    return {"mean": float(np.mean(cycles)), "median": float(np.median(cycles)),
+            "min": float(np.min(cycles))}
 
 
 def print_flops(model_names, batch):
@@ -131,6 +148,11 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds of every row in turn; > 1 reports the median ratio, its "
                              "range and the counted ratio beside it")
+    parser.add_argument("--statistic", default="mean",
+                        help="of each configuration's step times (per k-step cycle): mean, "
+                             "median or min (the least disturbed cycle, as timeit advises "
+                             "on a shared machine); several, comma-separated, print a table "
+                             "each from the same runs")
     parser.add_argument("--flops", action="store_true",
                         help="count each step's convolution and matmul work instead of timing")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
@@ -142,6 +164,10 @@ def main(argv=None):
         return
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1. Received: repeats={args.repeats}")
+    statistics = args.statistic.split(",")
+    if not set(statistics) <= set(STATISTICS):
+        parser.error(f"--statistic takes {', '.join(STATISTICS)} (comma-separated). "
+                     f"Received: statistic={args.statistic}")
     if args._child:
         model_name, every, jit, val_batch, fraction = args._child.split(":")
         print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
@@ -157,7 +183,7 @@ def main(argv=None):
             per_step, plain = step_work(model_name, args.batch, configs)
             counted[model_name] = {label: work / plain for label, work in per_step.items()}
     results = {}
-    print(f"batch {args.batch}, 32x32x3, mean of {args.steps} steps after 4 warm-up steps"
+    print(f"batch {args.batch}, 32x32x3, {args.steps} steps after 4 warm-up steps"
           + (f"; {args.repeats} rounds, each running every row in turn" if args.repeats > 1
              else ""), flush=True)
     progress = Progress(total=len(runs), label="bench_step",
@@ -173,19 +199,23 @@ def main(argv=None):
             raise SystemExit(proc.returncode)
         results[model_name, jit, r, label] = json.loads(proc.stdout.split("RESULT", 1)[1])
         progress.end(f"{model_name}, XLA {jit}, round {r + 1}: {label}")
-    for model_name in models:
-        print_timed(model_name, jits, args.repeats, configs, results, counted.get(model_name))
+    for statistic in statistics:
+        chosen = {key: dict(result, step=result[statistic]) for key, result in results.items()}
+        for model_name in models:
+            print_timed(model_name, jits, args.repeats, configs, chosen,
+                        counted.get(model_name), statistic=statistic)
 
 
-def print_timed(model_name, jits, repeats, configs, results, counted):
+def print_timed(model_name, jits, repeats, configs, results, counted, statistic="mean"):
     """One row per XLA setting and configuration. With several rounds: the median step time,
     and the median (min-max) of the rounds' ratios, each round's row divided by the same
     round's plain step, so a machine whose speed drifts between rounds cancels out."""
     if repeats == 1:
-        print("| model | XLA | step | mean step (s) | ratio to plain | peak RSS (MiB) |")
+        print(f"| model | XLA | step | {statistic} step (s) | ratio to plain | peak RSS (MiB) |")
         print("| --- | --- | --- | ---: | ---: | ---: |")
     else:
-        print("| model | XLA | step | median step (s) | ratio to plain, median (min-max) "
+        print(f"| model | XLA | step | {statistic} step (s), median of rounds "
+              "| ratio to plain, median (min-max) "
               "| counted | timed / counted | peak RSS (MiB) |")
         print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for jit in jits:

