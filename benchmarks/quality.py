@@ -111,6 +111,7 @@ VARIANTS = {
     "sub_0.125": dict(hypergradient_fraction=0.125, val_batch_size=4),
     "sub_0.375": dict(hypergradient_fraction=0.375, val_batch_size=8),
     "sub_0.25_val16": dict(hypergradient_fraction=0.25, val_batch_size=16),
+    "sub_0.0625_val12": dict(hypergradient_fraction=0.0625, val_batch_size=12),
     "sub_0.375_lr": dict(hypergradient_fraction=0.375, val_batch_size=8, augmenter_lr=0.049,
                          augmenter_prior_pull=0.061),
     "sub_0.25_whole": dict(hypergradient_fraction=0.25, val_batch_size=8,
@@ -126,8 +127,10 @@ frozen policy only (`network`: the paper's augmenter with its released optimiser
 step, `dabo_tf.presets.PAPER`; `sub_*`: the cheaper bilevel pass on a share of the batch with
 a validation batch of the same share (`sub_0.375`: a quarter, 1.94x a plain step counted;
 `sub_0.25_val16`: half, 1.96x, the share under 2.0x whose hypergradient is the surest,
-`hypergradient_snr.py --shares`; `sub_0.375_lr`: the augmenter's learning rate divided by
-`sqrt(3/8)` and the pull scaled to keep its step), issue 16's cost options;
+`hypergradient_snr.py --shares`; `sub_0.0625_val12`: the same under 1.5x, 1.49x;
+`sub_0.375_lr`: the augmenter's learning rate divided by `sqrt(3/8)` and the pull scaled to
+keep its step), issue 16's cost options (the costs are for batch 32; on digits100, batch 16,
+the same validation batch is twice the share);
 `init_absolute`: every range starting at 0.05 in internal units, the default until
 2026-12-06; `init_relative_0.1`: at a tenth of its op's limit)."""
 
