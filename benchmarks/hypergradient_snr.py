@@ -37,22 +37,35 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import quality  # noqa: E402
 
 
+def _pairs(text, flag, example, convert):
+    """`"a:b,c:d"` -> `[convert(a, b), convert(c, d)]`, or one clear error naming `flag`."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        left, _, right = item.partition(":")
+        try:
+            out.append(convert(left.strip(), right.strip()))
+        except ValueError:
+            raise SystemExit(f"--{flag} takes comma-separated pairs like {example}. "
+                             f"Received: {flag}={text}") from None
+    return out
+
+
 def parse_widths(text):
     """`"rotate:0.1,shear:0.6"` -> `{"rotate": 0.1, "shear": 0.6}`."""
-    out = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        op, _, value = item.partition(":")
-        out[op] = float(value)
-    return out
+    return dict(_pairs(text, "widths", "rotate:0.1,shear:0.6",
+                       lambda op, value: (op, float(value))))
 
 
 def parse_shares(text):
-    """`"1:32,0.375:8"` -> `[(1.0, 32), (0.375, 8)]`."""
-    out = []
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        fraction, _, val_batch = item.partition(":")
-        out.append((float(fraction), int(val_batch)))
-    return out
+    """`"1:32,0.375:8"` -> `[(1.0, 32), (0.375, 8)]`: (a share of the batch in (0, 1], a
+    validation batch of at least 1)."""
+    def share(fraction, val_batch):
+        fraction, val_batch = float(fraction), int(val_batch)
+        if not (0.0 < fraction <= 1.0 and val_batch >= 1):
+            raise ValueError
+        return fraction, val_batch
+
+    return _pairs(text, "shares", "1:32,0.25:16 (FRACTION:VAL_BATCH)", share)
 
 
 def counted_ratio(fraction, val_batch, batch):

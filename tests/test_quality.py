@@ -155,6 +155,9 @@ def test_hypergradient_snr_reports_every_op_of_a_regime():
         hypergradient_snr.measure("digits300", {"spin": 0.2}, epochs=1, batches=1)
     # Cheaper bilevel passes on the same batches: one table per share, each its own numbers.
     assert hypergradient_snr.parse_shares("1:32, 0.25:16") == [(1.0, 32), (0.25, 16)]
+    for bad in ("0.25", "2:16", "0.25:0"):
+        with pytest.raises(SystemExit, match="FRACTION:VAL_BATCH"):
+            hypergradient_snr.parse_shares(bad)
     shares = hypergradient_snr.measure("digits300", {}, epochs=1, batches=2,
                                        shares=[(1.0, 32), (0.25, 16)])
     assert list(shares) == [(1.0, 32), (0.25, 16)]
