@@ -326,15 +326,19 @@ class Config:
     val_batch_size: Optional[int] = field(
         None,
         "Validation batch of DABO's look-ahead loss. Default: --batch_size (the paper). "
-        "Smaller is cheaper: the look-ahead pass is about 3 of a step's 10 units of work.",
+        "Smaller is cheaper (the look-ahead pass is about 3 of a step's 10 units of work), "
+        "but the hypergradient's signal shrinks with it, on rotated digits faster than with "
+        "--hypergradient_fraction (benchmarks/hypergradient_snr.py --shares).",
         lower_bound=1)
     hypergradient_fraction: float = field(
         1.0,
         "Share of each training batch DABO's bilevel pass (differentiated twice) and its "
         "look-ahead run on; the rest gets an ordinary pass and the classifier steps on the "
         "whole batch. 1 is the exact step (10 forward-pass units, 3.3x a plain step); 0.25 "
-        "with --val_batch_size a quarter of the batch is 1.7x a plain step (counted, with "
-        "mirrored pairs).")
+        "with --val_batch_size a quarter of the batch is 1.7x a plain step, and with half "
+        "the batch 1.96x, the share under 2x whose hypergradient is the surest (counted, "
+        "with mirrored pairs; 1-3 points short of the exact step on the development "
+        "suite's known tasks, README).")
     lookahead_whole_batch: bool = field(
         False,
         "DABO's look-ahead takes the classifier's whole step (the bilevel pass's gradient "

@@ -212,8 +212,12 @@ class DaboModel(keras.Model):
             the batch and the step `3F * (1 + fraction / 2) + 4F * fraction` plus the
             validation pass: 11.5F for the whole batch (`train_unpaired`); with 1/4 of the
             batch and a validation batch of 1/4, 5.1F (1.71x a plain step, counted by
-            `benchmarks/bench_step.py --flops`). Defaults to 1.0 (the exact step on the
-            whole batch).
+            `benchmarks/bench_step.py --flops`). Shrink the validation batch less than the
+            share: the hypergradient's signal falls with both, on rotated digits faster
+            with the validation batch (`benchmarks/hypergradient_snr.py --shares`); with
+            1/4 of the batch and a validation batch of 1/2 (5.9F, 1.96x) it keeps the most
+            under 2x, still 1-3 points short of the exact step on the development suite's
+            known tasks. Defaults to 1.0 (the exact step on the whole batch).
         lookahead_whole_batch: where images lie outside the bilevel pass (a
             `hypergradient_fraction` below 1, or the unpaired half with `antithetic` and
             `train_unpaired`), take the look-ahead along the classifier's whole step (the
