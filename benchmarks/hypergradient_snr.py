@@ -5,7 +5,8 @@
 
 Trains the classifier of a development-suite regime (`benchmarks/quality.py`) for the first
 `--epochs` of its schedule behind the default augmenter frozen at the given half-widths
-(internal units: radians, fractions, log-scales; every other op at its starting width), then,
+(internal units: radians, fractions, log-scales; a zoom's offset `w` of `1 +- w` with the
+default uniform scale draw; every other op at its starting width), then,
 with nothing updated, computes DABO's hypergradient on `--batches` fresh pairs of training
 and validation batches and prints per op the mean, the standard deviation and the t-statistic
 `mean / std * sqrt(batches)` of the hypergradient of its log half-width. A negative t asks

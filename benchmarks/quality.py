@@ -99,6 +99,8 @@ VARIANTS = {
     "no_shear": dict(augmenter_shear=False),
     "zoom": dict(augmenter_scale="zoom"),
     "zoom_aspect": dict(augmenter_scale="zoom_aspect"),
+    "log_draw": dict(augmenter_scale_draw="log"),
+    "linear_draw": dict(augmenter_scale_draw="linear"),
     "axes": dict(augmenter_scale="axes"),
     "all_augmented": dict(clean_fraction=0.0),
     "clean_0.5": dict(clean_fraction=0.5),
@@ -131,6 +133,8 @@ a validation batch of the same share (`sub_0.375`: a quarter, 1.94x a plain step
 `sub_0.375_lr`: the augmenter's learning rate divided by `sqrt(3/8)` and the pull scaled to
 keep its step), issue 16's cost options (the costs are for batch 32; on digits100, batch 16,
 the same validation batch is twice the share);
+`log_draw`: scale factors drawn log-uniformly, the default until 2026-12-07 (`linear_draw`:
+uniformly, today's default);
 `init_absolute`: every range starting at 0.05 in internal units, the default until
 2026-12-06; `init_relative_0.1`: at a tenth of its op's limit)."""
 
@@ -211,8 +215,9 @@ def range_scores(policy, shift):
 
 
 def mean_shift(policy):
-    """Largest |centre - identity| / width over the policy's range ops (log for scales)."""
-    from dabo_tf.augment.ops import LOG_SCALE_OPS
+    """Largest |centre - identity| / width over the policy's range ops (log for scales drawn
+    log-uniformly)."""
+    from dabo_tf.augment.ops import LOG_SCALE_OPS, UNIFORM_DRAW
 
     worst = 0.0
     for op, entry in policy.items():
@@ -220,7 +225,7 @@ def mean_shift(policy):
             continue
         low, high = float(entry["low"]), float(entry["high"])
         identity = 1.0 if op in LOG_SCALE_OPS or op in ("contrast", "saturation") else 0.0
-        if op in LOG_SCALE_OPS:
+        if op in LOG_SCALE_OPS and entry.get("draw") != UNIFORM_DRAW:
             low, high, identity = math.log(low), math.log(high), 0.0
         width = high - low
         if width > 1e-9:

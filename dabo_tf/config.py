@@ -32,6 +32,13 @@ transformations as a scale per axis in coordinates where the common one, a chang
 (what `keras.layers.RandomZoom` and torchvision draw by default), is one op and gets the
 hypergradient of both axes (chosen on principle, checked on the development suite, see the
 README). Until 2026-12-07 it was `"axes"`."""
+SCALE_DRAWS = ("linear", "log")
+"""How a learned augmenter draws a scale factor (`zoom`, `scale_x`, `scale_y`; the aspect ratio
+is always log-uniform): uniformly in `[1 - w, 1 + w]` or log-uniformly in `[e**-w, e**w]`."""
+DEFAULT_SCALE_DRAW = "linear"
+"""`--augmenter_scale_draw` by default: uniform scale factors, what torchvision's and kornia's
+`RandomAffine(scale=(low, high))` draw, so a policy's zoom range reads as theirs would (see
+the README for the suite's ablation). Until 2026-12-07 it was `"log"`."""
 FILL_MODES = ("reflect", "wrap", "constant", "nearest")
 HAND_OPS = ("crop", "flip", "vflip", "rotate", "translate", "zoom", "contrast", "brightness")
 """Hand-written ops (`dabo_tf.augment.hand.HAND_OPS` builds them)."""
@@ -54,10 +61,10 @@ def parse_grid(text):
 DEFAULT_INIT_MAGNITUDE = 0.05
 """`--augmenter_init_magnitude` and the learned layers' `init_magnitude` by default: with
 `DEFAULT_INIT_RELATIVE`, every learned range starts at a twentieth of its op's limit (+-9
-degrees, shifts of +-2.5%, scales x0.97-1.04, shear +-0.05, brightness +-0.0125, contrast
-+-0.045, saturation +-0.05). A symmetric distribution of zero width gets no first-order
-hypergradient (the noise averages out), so learning starts from a small width rather than
-exactly the identity; chosen on the development suite (README)."""
+degrees, shifts of +-2.5%, zoom x0.975-1.025, aspect x0.97-1.04, shear +-0.05, brightness
++-0.0125, contrast +-0.045, saturation +-0.05). A symmetric distribution of zero width gets
+no first-order hypergradient (the noise averages out), so learning starts from a small width
+rather than exactly the identity; chosen on the development suite (README)."""
 
 DEFAULT_INIT_RELATIVE = True
 """`--augmenter_init_relative` by default: the initial width is a fraction of each op's
@@ -215,6 +222,13 @@ class Config:
         "zoom: the zoom only; axes: a range per axis (scale_x, scale_y; the default until "
         "2026-12-07).",
         choices=AUGMENTER_SCALES)
+    augmenter_scale_draw: str = field(
+        DEFAULT_SCALE_DRAW,
+        "Distribution augmenter: how a scale factor (zoom, scale_x, scale_y) is drawn. "
+        "linear: uniformly in [1 - w, 1 + w] (w learned, at most 0.5), as torchvision's "
+        "RandomAffine(scale=) draws; log: log-uniformly in [1/e^w, e^w] (w at most log 2; "
+        "the default until 2026-12-07). The aspect ratio is log-uniform either way.",
+        choices=SCALE_DRAWS)
     augmenter_projective: bool = field(
         False,
         "Also learn projective (perspective) terms (distribution augmenter).")
@@ -235,7 +249,7 @@ class Config:
     augmenter_init_magnitude: float = field(
         DEFAULT_INIT_MAGNITUDE,
         "Distribution augmenter: initial half-width of every op, a fraction of its limit "
-        "(0.05: +-9 degrees, shifts of +-2.5%, scales x0.97-1.04, brightness +-0.0125; with "
+        "(0.05: +-9 degrees, shifts of +-2.5%, zoom x0.975-1.025, brightness +-0.0125; with "
         "--noaugmenter_init_relative one value in internal units, radians, fractions of the "
         "size, log-scales..., for every op). A zero width gets no hypergradient, so learning "
         "starts from a small one.")

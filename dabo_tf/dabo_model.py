@@ -55,7 +55,8 @@ def policy_logs(augmenter) -> dict:
         else:
             out[f"aug_{op}_low"], out[f"aug_{op}_high"] = low, high
         for key, value in entry.items():
-            if key not in ("low", "high", "mean", "std", "unit") and np.isscalar(value):
+            if (key not in ("low", "high", "mean", "std", "unit") and np.isscalar(value)
+                    and not isinstance(value, str)):  # not a scale's "draw"
                 out[f"aug_{op}_{key}"] = float(value)
     return out
 
@@ -190,7 +191,7 @@ class DaboModel(keras.Model):
             (`float("inf")`, the pull only widens) translations and scales on digits ran to
             1.6-2.2x their true width. Defaults to 0.5: TrivialAugment's mean strength (it
             samples magnitudes uniformly up to the limit), +-90 degrees, shifts of +-25%,
-            scales x0.71-1.41.
+            zoom x0.75-1.25 (x0.71-1.41 drawn log-uniformly).
         hypergradient_dtype: compute dtype of the classifier's passes inside a bilevel step
             (the training pass that is differentiated twice and the look-ahead validation
             pass) when the classifier uses a mixed-precision policy. Defaults to

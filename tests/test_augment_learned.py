@@ -117,6 +117,9 @@ def test_configs_saved_before_log_widths_load_as_linear_widths():
     old = {k: v for k, v in augment.LearnedAffine().get_config().items()
            if k != "magnitude_scale"}
     assert augment.LearnedAffine.from_config(old).magnitude_scale == "linear"
+    # ... and before scale_draw existed, scale factors were drawn log-uniformly.
+    old = {k: v for k, v in augment.LearnedAffine().get_config().items() if k != "scale_draw"}
+    assert augment.LearnedAffine.from_config(old).scale_draw == "log"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -150,7 +153,10 @@ def test_policy_in_human_units():
     assert policy["rotate"]["unit"] == "degrees"
     assert policy["rotate"]["low"] == pytest.approx(-30, abs=1e-4)
     assert policy["rotate"]["high"] == pytest.approx(30, abs=1e-4)
-    assert policy["zoom"]["low"] == pytest.approx(math.exp(-0.1), rel=1e-5)
+    # Scale factors are drawn uniformly by default, and the policy says so.
+    assert (policy["zoom"]["low"], policy["zoom"]["high"]) == pytest.approx((0.9, 1.1))
+    assert policy["zoom"]["draw"] == augment.UNIFORM_DRAW
+    assert "draw" not in policy["aspect"]
     assert policy["translate_x"]["low"] == pytest.approx(0.05)
     logs = dabo_tf.dabo_model.policy_logs(layer)
     assert (logs["aug_rotate_low"], logs["aug_rotate_high"]) == pytest.approx((-30, 30), abs=1e-4)
@@ -222,7 +228,8 @@ def test_distributions_start_small_and_centred_on_the_identity():
     assert policy["translate_x"]["high"] == pytest.approx(0.025, rel=1e-5)
     assert policy["brightness"]["high"] == pytest.approx(0.0125, rel=1e-5)
     assert policy["rotate"]["low"] == -policy["rotate"]["high"]
-    assert policy["zoom"]["low"] * policy["zoom"]["high"] == pytest.approx(1.0)
+    assert policy["zoom"]["high"] == pytest.approx(1.025, rel=1e-5)  # 0.05 of x0.5-1.5
+    assert policy["zoom"]["low"] + policy["zoom"]["high"] == pytest.approx(2.0)
     assert policy["aspect"]["high"] == pytest.approx(2 ** 0.05, rel=1e-5)
     assert policy["contrast"]["low"] + policy["contrast"]["high"] == pytest.approx(2.0)
     # The optimizer's update keeps each half-width in [MIN_LOG_MAGNITUDE (log) or 0 (linear),
@@ -232,7 +239,8 @@ def test_distributions_start_small_and_centred_on_the_identity():
         affine = augment.LearnedAffine(magnitude_scale=scale, seed=0)
         affine.build(IMAGES.shape)
         keras.optimizers.SGD(100.0).apply([tf.constant(grads)], affine.trainable_weights)
-        want = [augment.MAX_MAGNITUDE[op] if g < 0 else floor for op, g in zip(affine.ops, grads)]
+        limits = {**augment.MAX_MAGNITUDE, "zoom": augment.LINEAR_SCALE_LIMIT}
+        want = [limits[op] if g < 0 else floor for op, g in zip(affine.ops, grads)]
         np.testing.assert_allclose(affine.half_widths().numpy(), want, rtol=1e-5)
         affine.set_half_widths(0.2)
         np.testing.assert_allclose(affine.half_widths().numpy(), 0.2, rtol=1e-6)
@@ -338,9 +346,13 @@ def test_build_augmenter_scale_parameterisations():
         augmenter.build((None, 8, 8, 1))
         policy = augmenter.policy()
         assert [op for op in policy if op in augment.LOG_SCALE_OPS] == list(ops)
-        # Every scale op starts centred on 1, log-symmetric, and its frozen policy applies.
+        # Every scale op starts centred on 1 (scale factors symmetric, drawn uniformly; the
+        # aspect ratio log-symmetric), and its frozen policy applies.
         for op in ops:
-            assert policy[op]["low"] * policy[op]["high"] == pytest.approx(1.0)
+            if op in augment.LINEAR_SCALE_OPS:
+                assert policy[op]["low"] + policy[op]["high"] == pytest.approx(2.0)
+            else:
+                assert policy[op]["low"] * policy[op]["high"] == pytest.approx(1.0)
         frozen = augment.policy_to_layers(policy, seed=0)
         assert frozen(IMAGES, training=True).shape == IMAGES.shape
     with pytest.raises(ValueError, match="Received: scale='iso'"):
@@ -355,7 +367,8 @@ def test_widen_multiplies_half_widths_within_their_limits(scale):
     layer.widen(math.log(2.0))
     np.testing.assert_allclose(layer.half_widths().numpy(), 0.2, rtol=1e-5)
     layer.widen(100.0)  # far past every op's limit: clipped to MAX_MAGNITUDE
-    limits = [augment.learned.MAX_MAGNITUDE[op] for op in layer.ops]
+    limits = [augment.LINEAR_SCALE_LIMIT if op == "zoom" else augment.MAX_MAGNITUDE[op]
+              for op in layer.ops]
     np.testing.assert_allclose(layer.half_widths().numpy(), limits, rtol=1e-5)
 
 
@@ -365,7 +378,8 @@ def test_relative_init_starts_each_op_at_a_fraction_of_its_limit(scale):
                                         magnitude_scale=scale, seed=0)
     augmenter.build((None, 12, 12, 3))
     for layer in augmenter.augmenters:
-        limits = [augment.MAX_MAGNITUDE[op] for op in layer.ops]
+        limits = [augment.LINEAR_SCALE_LIMIT if op == "zoom" else augment.MAX_MAGNITUDE[op]
+                  for op in layer.ops]
         np.testing.assert_allclose(layer.half_widths().numpy(), 0.1 * np.array(limits),
                                    rtol=1e-5)
         clone = type(layer).from_config(layer.get_config())
@@ -438,3 +452,36 @@ def test_frozen_fill_and_build_augmenter():
     constant = augment.build_augmenter(learn_fill=True, fill_mode="constant", seed=0)
     constant.build(IMAGES.shape)
     assert "fill" not in constant.policy()  # nothing to learn with a constant fill
+
+
+@pytest.mark.parametrize("draw", ["linear", "log"])
+def test_scale_draw_samples_the_factors_policy_json_names(draw):
+    """`scale_draw="linear"` draws zoom factors uniformly in [1 - w, 1 + w], as its policy
+    (`"draw": "uniform"`) and the frozen policy say; `"log"` log-uniformly in [e^-w, e^w]."""
+    layer = augment.LearnedAffine(ops=("zoom",), scale_draw=draw, seed=0)
+    layer.build((None, 12, 12, 1))
+    layer.set_half_widths(0.3)
+    images = tf.zeros((4000, 12, 12, 1))
+
+    def factors(matrices):  # the content's zoom, from the warp's output-to-input matrix
+        return np.exp(warp.decompose_affine(matrices, 12, 12)["log_scale_x"].numpy())
+
+    learned = factors(layer.matrices(images, layer.get_random_transformation(images)))
+    policy = layer.policy()
+    low, high = (0.7, 1.3) if draw == "linear" else (math.exp(-0.3), math.exp(0.3))
+    assert (policy["zoom"]["low"], policy["zoom"]["high"]) == pytest.approx((low, high))
+    assert ("draw" in policy["zoom"]) == (draw == "linear")
+    frozen = augment.policy_to_layers(policy, seed=0)
+    clone = type(frozen).from_config(frozen.get_config())
+    frozen_factors = factors(clone.affine.matrices(images,
+                                                   clone.affine.get_random_transformation(images)))
+    # Uniform factors have mean 1; log-uniform ones sinh(0.3) / 0.3 = 1.015 (the sample's
+    # standard error is 0.003).
+    mean = 1.0 if draw == "linear" else math.sinh(0.3) / 0.3
+    for sample in (learned, frozen_factors):
+        assert low - 1e-4 <= sample.min() < low + 0.01 and high - 0.01 < sample.max() <= high + 1e-4
+        assert sample.mean() == pytest.approx(mean, abs=0.006)
+    with pytest.raises(ValueError, match="Received: scale_draw='cubic'"):
+        augment.LearnedAffine(scale_draw="cubic")
+    with pytest.raises(ValueError, match="'draw'"):
+        augment.split_policy({"rotate": {"low": -1, "high": 1, "draw": "log-uniform"}})

@@ -76,6 +76,8 @@ def check_run_dir(workdir, mode):
     policy = json.loads((workdir / "policy.json").read_text())
     if mode == "dabo":
         assert {"rotate", "shear", "zoom", "aspect", "translate_y"} <= set(policy)
+        assert policy["zoom"]["draw"] == "uniform"  # --augmenter_scale_draw=linear
+        assert policy["zoom"]["low"] + policy["zoom"]["high"] == pytest.approx(2.0)
         config = metrics["config"]
         learned_gates = config["augmenter_flip"] and config["augmenter_cutout"]
         if learned_gates:  # the relaxed flip and cutout reach policy.json

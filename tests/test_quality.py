@@ -27,6 +27,10 @@ def test_range_scores_and_mean_shift():
     assert quality.range_scores(zoom, data.parse_shift("scale:0.7:1.3")) == pytest.approx(
         {"zoom": 0.45 / 0.6})
     assert quality.mean_shift(zoom) == pytest.approx(0.0, abs=1e-9)
+    # A zoom drawn uniformly is centred on 1 in its own scale (0.7-1.3 has no shift).
+    uniform = {"zoom": {**_entry(0.7, 1.3), "draw": "uniform"}}
+    assert quality.mean_shift(uniform) == pytest.approx(0.0, abs=1e-9)
+    assert quality.mean_shift({"zoom": _entry(0.7, 1.3)}) > 0.07  # log-centred: a shift
 
 
 def _result(tmp_path, regime, variant, method, seed, accuracy, policy=None, wall=10.0):

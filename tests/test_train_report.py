@@ -54,10 +54,12 @@ def test_plot_curves_with_policy_panels(tmp_path):
 
 def test_format_policy_and_summary(tmp_path):
     policy = {"rotate": {"low": -3.5, "high": 4.25, "unit": "degrees"},
-              "flip": {"probability": 0.5, "unit": "horizontal flip"}}
+              "flip": {"probability": 0.5, "unit": "horizontal flip"},
+              "zoom": {"low": 0.7, "high": 1.3, "unit": "scale factor", "draw": "uniform"}}
     lines = report.format_policy(policy)
     assert lines[0].startswith("rotate") and "[-3.5, 4.25] degrees" in lines[0]
     assert "probability=0.5" in lines[1]
+    assert lines[2].endswith("[0.7, 1.3] scale factor (uniform)")
     assert report.format_policy({}) == ["(no augmentation)"]
     metrics = {"mode": "dabo", "dataset": "digits", "test_accuracy": 0.9612,
                "best_val_accuracy": 0.97, "epochs": 15, "steps_per_epoch": 15,

@@ -38,10 +38,13 @@ from dabo_tf.augment.ops import (
     DEFAULT_AFFINE_OPS,
     DEFAULT_COLOR_OPS,
     FLIP_UNIT,
+    LINEAR_SCALE_LIMIT,
+    LINEAR_SCALE_OPS,
     LOG_SCALE_OPS,
     MAX_MAGNITUDE,
     OPS,
     SCALE_PARAMETERISATIONS,
+    UNIFORM_DRAW,
     VFLIP_UNIT,
     adjust_color,
     cutout,
@@ -57,11 +60,12 @@ from dabo_tf.augment.policy import (
     split_policy,
 )
 from dabo_tf.augment.trivial_augment import TrivialAugment, randaugment_layer
-from dabo_tf.config import MAGNITUDE_SCALES
+from dabo_tf.config import DEFAULT_SCALE_DRAW, MAGNITUDE_SCALES, SCALE_DRAWS
 
 __all__ = [
     "AFFINE_OPS", "COLOR_OPS", "CUTOUT_UNIT", "DEFAULT_AFFINE_OPS", "DEFAULT_COLOR_OPS",
-    "DEFAULT_AUGMENTER_SCALE", "LOG_SCALE_OPS", "SCALE_PARAMETERISATIONS",
+    "DEFAULT_AUGMENTER_SCALE", "DEFAULT_SCALE_DRAW", "LINEAR_SCALE_LIMIT", "LINEAR_SCALE_OPS",
+    "LOG_SCALE_OPS", "SCALE_DRAWS", "SCALE_PARAMETERISATIONS", "UNIFORM_DRAW",
     "DEFAULT_INIT_MAGNITUDE", "DEFAULT_INIT_RELATIVE", "FLIP_UNIT", "KERAS_NATIVE_OPS",
     "MAGNITUDE_SCALES", "MAX_MAGNITUDE",
     "MIN_LOG_MAGNITUDE", "OPS", "VFLIP_UNIT", "AugmentationLayer", "Augmenter", "FixedAffine",

@@ -15,7 +15,14 @@ import tensorflow as tf
 from dabo_tf import seeds
 from dabo_tf.augment import warp
 from dabo_tf.augment.base import AugmentationLayer, Augmenter
-from dabo_tf.augment.ops import LOG_SCALE_OPS, OPS, POLICY_OPS, adjust_color, cutout
+from dabo_tf.augment.ops import (
+    LOG_SCALE_OPS,
+    OPS,
+    POLICY_OPS,
+    UNIFORM_DRAW,
+    adjust_color,
+    cutout,
+)
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
 
@@ -24,6 +31,9 @@ class _FixedRanges(AugmentationLayer):
     """Common part of the fixed-range layers: validated `{op: (low, high)}` ranges."""
 
     KNOWN_OPS = ()
+
+    uniform_scales = ()
+    """Scale ops drawn uniformly rather than log-uniformly (`FixedAffine` sets them)."""
 
     def __init__(self, ranges=None, seed=None, **kwargs):
         super().__init__(seed=seed, **kwargs)
@@ -42,7 +52,8 @@ class _FixedRanges(AugmentationLayer):
     def op_values(self, transformation):
         """Dict of `[N]` op values in human units.
 
-        Scale ops (`LOG_SCALE_OPS`) are log-uniform in their range; `flip`, `vflip` and
+        Scale ops (`LOG_SCALE_OPS`) are log-uniform in their range, unless drawn uniformly
+        (`uniform_scales` of `FixedAffine`); `flip`, `vflip` and
         `fill` are 1.0 (flipped, filled with the constant) with probability
         `(low + high) / 2`, else 0.0;
         every other op is uniform in `[low, high]`.
@@ -53,7 +64,7 @@ class _FixedRanges(AugmentationLayer):
             lo, hi = self.ranges[op]
             if op in ("flip", "vflip", "fill"):
                 out[op] = tf.cast(noise[:, i] < 0.5 * (lo + hi), noise.dtype)
-            elif op in LOG_SCALE_OPS:
+            elif op in LOG_SCALE_OPS and op not in self.uniform_scales:
                 lo, hi = math.log(lo), math.log(hi)
                 out[op] = tf.exp(lo + (hi - lo) * noise[:, i])
             else:
@@ -70,7 +81,8 @@ class FixedAffine(_FixedRanges):
     """Random affine (optionally projective) warps with fixed per-op ranges, one per image.
 
     Each op's value is drawn per image uniformly in its `(low, high)` range (log-uniformly
-    for the scale ops `scale_x`, `scale_y`, `zoom`, `aspect`) and all of them are combined
+    for the scale ops `scale_x`, `scale_y`, `zoom`, `aspect`, except those in
+    `uniform_scales`) and all of them are combined
     into a single output-to-input matrix (`dabo_tf.augment.warp.affine_matrix`, about the
     image centre, after an optional horizontal flip), applied with one
     `dabo_tf.augment.warp.projective_warp`.
@@ -87,6 +99,9 @@ class FixedAffine(_FixedRanges):
         fill_mode: `"reflect"`, `"wrap"`, `"constant"` or `"nearest"`. Defaults to
             `"reflect"`.
         fill_value: value outside the image with `fill_mode="constant"`.
+        uniform_scales: scale ops of `ranges` drawn uniformly in `[low, high]` (a policy
+            entry with `"draw": "uniform"`, what a `LearnedAffine` with
+            `scale_draw="linear"` reports). Defaults to none.
         seed: seed of the layer's `SeedGenerator`.
 
     Input shape: `[N, H, W, C]` or `[H, W, C]`. Output shape: same, same dtype. Identity
@@ -96,8 +111,13 @@ class FixedAffine(_FixedRanges):
     KNOWN_OPS = POLICY_OPS["geometric"]
 
     def __init__(self, ranges=None, interpolation="bilinear", fill_mode="reflect",
-                 fill_value=0.0, seed=None, **kwargs):
+                 fill_value=0.0, uniform_scales=(), seed=None, **kwargs):
         super().__init__(ranges=ranges, seed=seed, **kwargs)
+        unknown = [op for op in uniform_scales if op not in LOG_SCALE_OPS]
+        if unknown:
+            raise ValueError(f"uniform_scales names scale ops only, from {LOG_SCALE_OPS}. "
+                             f"Received: uniform_scales={tuple(uniform_scales)}")
+        self.uniform_scales = tuple(op for op in uniform_scales if op in self.ranges)
         for op in LOG_SCALE_OPS:
             if op in self.ranges and min(self.ranges[op]) <= 0.0:
                 raise ValueError(f"Scale factors must be > 0. Received: {op}={self.ranges[op]}")
@@ -146,7 +166,8 @@ class FixedAffine(_FixedRanges):
 
     def get_config(self):
         return {**super().get_config(), "interpolation": self.interpolation,
-                "fill_mode": self.fill_mode, "fill_value": self.fill_value}
+                "fill_mode": self.fill_mode, "fill_value": self.fill_value,
+                "uniform_scales": list(self.uniform_scales)}
 
 
 @_register
@@ -301,8 +322,11 @@ class FrozenPolicy(Augmenter):
         self.interpolation = interpolation
         self.clip = bool(clip)
         part_seeds = seeds.streams(seed)
+        uniform = tuple(op for op in geometric
+                        if self.frozen_policy[op].get("draw") == UNIFORM_DRAW)
         self.affine = FixedAffine(geometric, interpolation=interpolation, fill_mode=fill_mode,
-                                  seed=next(part_seeds), name="fixed_affine")
+                                  uniform_scales=uniform, seed=next(part_seeds),
+                                  name="fixed_affine")
         self.color = FixedColor(color, clip=clip, seed=next(part_seeds), name="fixed_color")
         self.erasing = FixedCutout(erasing, seed=next(part_seeds), name="fixed_cutout")
         self.gate = FixedGate(self.augment_probability, seed=next(part_seeds),

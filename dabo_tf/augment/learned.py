@@ -31,9 +31,12 @@ from dabo_tf.augment.ops import (
     DEFAULT_COLOR_OPS,
     FILL_UNIT,
     FLIP_UNIT,
+    LINEAR_SCALE_LIMIT,
+    LINEAR_SCALE_OPS,
     MAX_MAGNITUDE,
     OPS,
     SCALE_PARAMETERISATIONS,
+    UNIFORM_DRAW,
     VFLIP_UNIT,
     adjust_color,
     affine_ops,
@@ -43,7 +46,9 @@ from dabo_tf.config import (
     DEFAULT_AUGMENTER_SCALE,
     DEFAULT_INIT_MAGNITUDE,
     DEFAULT_INIT_RELATIVE,
+    DEFAULT_SCALE_DRAW,
     MAGNITUDE_SCALES,
+    SCALE_DRAWS,
 )
 from dabo_tf.seeds import streams
 
@@ -71,6 +76,14 @@ MIN_LOG_MAGNITUDE = 1e-3
 yet able to grow again when the hypergradient turns (a width of exactly 0 never would)."""
 
 
+def _log_factor(offset):
+    """`log(1 + offset)`, the warp's log-scale of a uniformly drawn factor `1 + offset`.
+
+    The offset stays above -0.9: its half-width is capped at `LINEAR_SCALE_LIMIT`, but a
+    learned mean (`learn_mean=True`) is not, and a factor must stay positive."""
+    return tf.math.log1p(tf.maximum(offset, tf.cast(-0.9, offset.dtype)))
+
+
 def _log_half_widths(values):
     """The `log_magnitude` of half-widths `values` (at least `MIN_LOG_MAGNITUDE`)."""
     return np.log(np.maximum(values, MIN_LOG_MAGNITUDE))
@@ -79,8 +92,8 @@ def _log_half_widths(values):
 class _LearnedDistribution(AugmentationLayer):
     """Per-op uniform distributions `mean + magnitude * U(-1, 1)` with trainable parameters.
 
-    The magnitude (half-width) stays in `[0, MAX_MAGNITUDE[op]]`. By default the mean is
-    fixed at zero: every distribution is centred on the identity, as in every published
+    The magnitude (half-width) stays in `[0, limits()[op]]` (`MAX_MAGNITUDE`). By default the
+    mean is fixed at zero: every distribution is centred on the identity, as in every published
     learned-augmentation method (SLACK, DADA, Augerino, RangeAugment). A learned mean can
     shift all images the same way, which a small validation split rewards by chance.
 
@@ -105,17 +118,21 @@ class _LearnedDistribution(AugmentationLayer):
         self.magnitude_scale = magnitude_scale
         self.init_relative = bool(init_relative)
 
+    def limits(self):
+        """`[n_ops]` largest half-widths (internal units, `MAX_MAGNITUDE`)."""
+        return [MAX_MAGNITUDE[op] for op in self.ops]
+
     def initial_half_widths(self):
         """`[n_ops]` initial half-widths (internal units): `init_magnitude` for every op, or
-        with `init_relative` that fraction of each op's limit (`MAX_MAGNITUDE`), the unit
+        with `init_relative` that fraction of each op's limit (`limits()`), the unit
         the prior's width is given in."""
         if self.init_relative:
-            return [self.init_magnitude * MAX_MAGNITUDE[op] for op in self.ops]
+            return [self.init_magnitude * m for m in self.limits()]
         return [self.init_magnitude] * len(self.ops)
 
     def _add_distribution_weights(self):
         n = len(self.ops)
-        maximum = [MAX_MAGNITUDE[op] for op in self.ops]
+        maximum = self.limits()
         init = np.asarray(self.initial_half_widths(), np.float32).reshape([n])
         if self.magnitude_scale == "log":
             self.log_magnitude = self.add_weight(
@@ -165,13 +182,13 @@ class _LearnedDistribution(AugmentationLayer):
         With `prior_width=inf` that is the KL gradient toward a flat prior (uniform over each
         op's full range). With `prior_width=f` the prior is a zero-centred Gaussian whose
         uniform-equivalent half-width (`sqrt(3)` standard deviations) is
-        `w0 = f * MAX_MAGNITUDE[op]`: the KL from `U(-w, w)` to it is
+        `w0 = f * limits()[op]`: the KL from `U(-w, w)` to it is
         `-log w + w**2 / (3 * w0**2)` up to a constant, so each op's step is
         `log_factor * (1 - (w / w0)**2)`, widening below `w0` and narrowing above.
         """
         log_factor = tf.cast(log_factor, tf.float32)
         if math.isfinite(prior_width):
-            w0 = tf.constant([prior_width * MAX_MAGNITUDE[op] for op in self.ops], tf.float32)
+            w0 = tf.constant([prior_width * m for m in self.limits()], tf.float32)
             w = tf.cast(self.half_widths(), tf.float32)
             log_factor = log_factor * (1.0 - tf.square(w / w0))
         if self.magnitude_scale == "log":
@@ -198,7 +215,9 @@ class LearnedAffine(_LearnedDistribution):
     trainable `mean` with `learn_mean=True`): a range centred on the identity whose
     half-width, trainable, starts small (`init_magnitude`) and learns how far to rotate,
     shear, scale and shift.
-    Internal units: radians (rotate), shear factor, log-scale (zoom, aspect, scale_x/y),
+    Internal units: radians (rotate), shear factor, for zoom and scale_x/y the offset `c` of a
+    factor `1 + c` (`scale_draw="linear"`, the default: uniform factors, at most x0.5-1.5) or
+    its log-scale (`"log"`: log-uniform factors, at most x0.5-2), log-scale (aspect),
     fraction of the image size (translate_x/y), projective term times size (perspective_x/y).
 
     Args:
@@ -214,6 +233,12 @@ class LearnedAffine(_LearnedDistribution):
         magnitude_scale: `"log"` (learn log half-widths, the default) or `"linear"`.
         init_relative: `init_magnitude` is a fraction of each op's limit rather than one
             internal value for all ops. Defaults to `DEFAULT_INIT_RELATIVE` (True).
+        scale_draw: how the scale factors (`LINEAR_SCALE_OPS`: zoom, scale_x, scale_y) are
+            drawn: `"linear"`, uniformly in `[1 - w, 1 + w]` (`w` at most
+            `LINEAR_SCALE_LIMIT`), what torchvision's and kornia's `RandomAffine(scale=)`
+            draw, so the range in `policy()` (marked `"draw": "uniform"`) reads as theirs;
+            or `"log"`, log-uniformly in `[e**-w, e**w]`. Defaults to `DEFAULT_SCALE_DRAW`
+            (`"linear"`). The aspect ratio is log-uniform either way.
         interpolation, fill_mode, fill_value: passed to `projective_warp`.
         learn_fill: also learn the probability `p` that an image's warp fills outside the
             image with the constant `fill_value` (black by default) instead of `fill_mode`
@@ -233,9 +258,13 @@ class LearnedAffine(_LearnedDistribution):
                  init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log",
                  interpolation="bilinear", fill_mode="reflect", fill_value=0.0,
                  learn_fill=False, init_fill_probability=0.5,
-                 init_relative=DEFAULT_INIT_RELATIVE, seed=None, **kwargs):
+                 init_relative=DEFAULT_INIT_RELATIVE, scale_draw=DEFAULT_SCALE_DRAW, seed=None,
+                 **kwargs):
         super().__init__(learn_mean, init_magnitude, magnitude_scale, init_relative,
                          seed=seed, **kwargs)
+        if scale_draw not in SCALE_DRAWS:
+            raise ValueError(f"scale_draw must be one of {SCALE_DRAWS}. "
+                             f"Received: scale_draw={scale_draw!r}")
         ops = tuple(ops)
         if projective:
             ops += tuple(o for o in ("perspective_x", "perspective_y") if o not in ops)
@@ -256,12 +285,19 @@ class LearnedAffine(_LearnedDistribution):
             raise ValueError("init_fill_probability must be in [0, 1]. "
                              f"Received: init_fill_probability={init_fill_probability}")
         self.ops = ops
+        self.scale_draw = scale_draw
+        self.linear_ops = tuple(op for op in ops
+                                if scale_draw == "linear" and op in LINEAR_SCALE_OPS)
         self.projective = projective
         self.interpolation = interpolation
         self.fill_mode = fill_mode
         self.fill_value = fill_value
         self.learn_fill = bool(learn_fill)
         self.init_fill_probability = float(init_fill_probability)
+
+    def limits(self):
+        return [LINEAR_SCALE_LIMIT if op in self.linear_ops else limit
+                for op, limit in zip(self.ops, super().limits())]
 
     def build(self, input_shape=None):
         self._add_distribution_weights()
@@ -281,7 +317,8 @@ class LearnedAffine(_LearnedDistribution):
     def matrices(self, images, transformation):
         """`[N, 3, 3]` output-to-input matrices of the sampled transforms."""
         values = self.op_values(transformation)
-        kwargs = {OPS[op].warp_arg: values[:, i] for i, op in enumerate(self.ops)}
+        kwargs = {OPS[op].warp_arg: _log_factor(values[:, i]) if op in self.linear_ops
+                  else values[:, i] for i, op in enumerate(self.ops)}
         shape = tf.shape(images)
         if not kwargs:
             kwargs["rotation"] = tf.zeros([shape[0]])
@@ -304,6 +341,10 @@ class LearnedAffine(_LearnedDistribution):
         for i, op in enumerate(self.ops):
             unit, factor = AFFINE_OPS[op]
             lo, hi = float(mean[i] - mag[i]), float(mean[i] + mag[i])
+            if op in self.linear_ops:
+                out[op] = {"low": 1.0 + lo, "high": 1.0 + hi, "unit": unit,
+                           "draw": UNIFORM_DRAW}
+                continue
             if factor is None:
                 lo, hi = math.exp(lo), math.exp(hi)
             else:
@@ -318,7 +359,13 @@ class LearnedAffine(_LearnedDistribution):
         return {**super().get_config(), "ops": list(self.ops), "projective": False,
                 "interpolation": self.interpolation, "fill_mode": self.fill_mode,
                 "fill_value": self.fill_value, "learn_fill": self.learn_fill,
-                "init_fill_probability": self.init_fill_probability}
+                "init_fill_probability": self.init_fill_probability,
+                "scale_draw": self.scale_draw}
+
+    @classmethod
+    def from_config(cls, config):
+        # Files saved before `scale_draw` existed drew scale factors log-uniformly.
+        return super().from_config({"scale_draw": "log", **config})
 
 
 @_register
@@ -531,7 +578,8 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
                     fill_mode="reflect", fill_value=0.0, learn_fill=False,
                     identity_init=True, learn_mean=False,
                     init_magnitude=DEFAULT_INIT_MAGNITUDE, magnitude_scale="log",
-                    init_relative=DEFAULT_INIT_RELATIVE, seed=None):
+                    init_relative=DEFAULT_INIT_RELATIVE, scale_draw=DEFAULT_SCALE_DRAW,
+                    seed=None):
     """Named augmenter configurations.
 
     Args:
@@ -556,6 +604,8 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
         init_magnitude: initial half-width of the distribution augmenter's ops.
         magnitude_scale: `"log"` or `"linear"` parameterisation of those half-widths.
         init_relative: `init_magnitude` is a fraction of each op's limit.
+        scale_draw: `"linear"` (uniform scale factors, the default) or `"log"`
+            (log-uniform), see `LearnedAffine`.
         seed: base seed (each layer draws from its own stream, `seed`, `seed + 1`, ...).
     """
     if scale not in SCALE_PARAMETERISATIONS:
@@ -568,7 +618,8 @@ def build_augmenter(kind: str = "distribution", *, color: bool = False, shear: b
                                 fill_value=fill_value, learn_mean=learn_mean,
                                 learn_fill=learn_fill and fill_mode != "constant",
                                 init_magnitude=init_magnitude, magnitude_scale=magnitude_scale,
-                                init_relative=init_relative, seed=next(seeds))]
+                                init_relative=init_relative, scale_draw=scale_draw,
+                                seed=next(seeds))]
         if color:
             layers.append(LearnedColor(learn_mean=learn_mean, init_magnitude=init_magnitude,
                                        magnitude_scale=magnitude_scale,

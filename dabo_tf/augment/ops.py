@@ -82,8 +82,8 @@ OPS = {
     "augment": Op("gate", AUGMENT_UNIT, 1.0, limit=1.0),
 }
 """Every op by name. Learned limits: +-180 degrees, shear +-1, scales, zoom and aspect
-x0.5-x2, shifts of half the size, brightness +-0.25, contrast and saturation factors from 0.1
-and 0 up."""
+x0.5-x2 (zoom and scales drawn uniformly: x0.5-1.5, `LINEAR_SCALE_LIMIT`), shifts of half the
+size, brightness +-0.25, contrast and saturation factors from 0.1 and 0 up."""
 
 AFFINE_OPS = {name: (op.unit, op.to_human) for name, op in OPS.items() if op.warp_arg}
 """Geometric ops a `LearnedAffine` samples: name -> (human unit, internal -> human factor)."""
@@ -100,6 +100,16 @@ LOG_SCALE_OPS = tuple(name for name, op in OPS.items()
                       if op.kind == "geometric" and op.warp_arg and op.to_human is None)
 """Geometric ops whose internal value is a log-factor (human value `exp` of it), drawn
 log-uniformly by frozen policies."""
+LINEAR_SCALE_OPS = ("zoom", "scale_x", "scale_y")
+"""Scale ops a learned augmenter can draw uniformly (`scale_draw="linear"`): a factor
+`1 + c`, `c` uniform in `[-w, w]`, as torchvision's and kornia's `RandomAffine(scale=...)`
+draw; `aspect`, a ratio of two scales, stays log-uniform (`r` and `1 / r` alike)."""
+LINEAR_SCALE_LIMIT = 0.5
+"""Largest half-width of a uniformly drawn scale factor: x0.5-1.5 (a factor must stay above 0;
+the log-uniform draw's limit is x0.5-2)."""
+UNIFORM_DRAW = "uniform"
+"""The `"draw"` of a policy entry whose scale factor is drawn uniformly in `[low, high]`; a
+scale op without it is drawn log-uniformly (as every policy written before 2026-12-07)."""
 SCALE_PARAMETERISATIONS = dict(zip(AUGMENTER_SCALES,
                                    (("zoom",), ("zoom", "aspect"), ("scale_x", "scale_y"))))
 """How a learned augmenter scales images (`build_augmenter(scale=...)`,

@@ -17,8 +17,9 @@ Ops (`dabo_tf.augment.ops.OPS` gives their units):
 
 * geometric, combined into one warp per image (`FixedAffine`): `rotate` (degrees), `shear`
   (x += s y), `scale_x`/`scale_y`, `zoom` (both axes) and `aspect` (width / height) (scale
-  factors, drawn log-uniformly, as `LearnedAffine` draws them), `translate_x`/`translate_y`
-  (fractions of the size), `perspective_x/_y`, and
+  factors, drawn log-uniformly unless the entry says `"draw": "uniform"`, as
+  `LearnedAffine(scale_draw="linear")`, the default, reports `zoom`, `scale_x` and
+  `scale_y`), `translate_x`/`translate_y` (fractions of the size), `perspective_x/_y`, and
   `flip` / `vflip` (horizontal / vertical flip with probability `(low + high) / 2`);
 * colour (`FixedColor`): `brightness` (additive delta; a multiplicative factor when its unit
   says "factor", as in `NoiseAugmenter.policy()`), `intensity_shift` (additive delta),
@@ -28,7 +29,8 @@ Ops (`dabo_tf.augment.ops.OPS` gives their units):
 * the gate `augment`: the probability `(low + high) / 2` that an image is augmented at all
   (else it passes clean), e.g. `1 - clean_fraction` of a DABO run (`augment_probability`).
 
-Extra keys of an op's entry (`mean`, `std`) are ignored.
+An entry's `draw` is `"uniform"` or `"log-uniform"` (a scale op's default); other extra keys
+of an entry (`mean`, `std`) are ignored.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ import math
 import os
 
 from dabo_tf.augment.fixed import FixedAffine, FixedColor, FixedCutout, FrozenPolicy  # noqa: F401
-from dabo_tf.augment.ops import FLIP_UNIT, OPS, POLICY_OPS
+from dabo_tf.augment.ops import FLIP_UNIT, LOG_SCALE_OPS, OPS, POLICY_OPS, UNIFORM_DRAW
 
+LOG_UNIFORM_DRAW = "log-uniform"
+"""The `"draw"` a scale op's entry has when it says none."""
 KNOWN_OPS = (POLICY_OPS["geometric"] + POLICY_OPS["color"] + POLICY_OPS["erasing"]
              + POLICY_OPS["gate"])
 
@@ -117,6 +121,12 @@ def split_policy(policy: dict):
                 and max(abs(lo), abs(hi)) <= OPS[op].limit):
             raise ValueError(f"Policy op {name!r} needs finite low <= high within "
                              f"+-{OPS[op].limit}. Received: policy[{name!r}]={entry!r}")
+        draw = entry.get("draw", UNIFORM_DRAW)
+        if draw not in (UNIFORM_DRAW, LOG_UNIFORM_DRAW) or (
+                draw == LOG_UNIFORM_DRAW and op not in LOG_SCALE_OPS):
+            raise ValueError(f"A policy entry's 'draw' is {UNIFORM_DRAW!r}, or "
+                             f"{LOG_UNIFORM_DRAW!r} for a scale op {LOG_SCALE_OPS}. "
+                             f"Received: policy[{name!r}]={entry!r}")
         if OPS[op].kind == "gate":
             continue
         if OPS[op].kind == "erasing":
@@ -230,7 +240,7 @@ def policy_to_keras_layers(policy: dict, *, seed=None, fill_mode: str = "reflect
     - a scale range `[lo, hi]` (`zoom`: `width_factor=None`, one factor for both axes)
       becomes Keras' zoom `z` in `[1 / hi - 1, 1 / lo - 1]` drawn
       uniformly (the content is scaled by `1 / (1 + z)`), where `FrozenPolicy` draws the
-      scale log-uniformly;
+      scale log-uniformly or, with `"draw": "uniform"`, uniformly;
     - `RandomBrightness` and `RandomContrast` clip to `[0, 1]` after each op, and Keras'
       contrast is about each channel's mean (`FrozenPolicy`: the image's mean; the same for
       one channel).

@@ -94,6 +94,7 @@ def build_learned_augmenter(config: Config, image_shape) -> augment.Augmenter:
     return augment.build_augmenter(config.augmenter, color=learned_color(config, image_shape),
                                    shear=config.augmenter_shear,
                                    scale=config.augmenter_scale,
+                                   scale_draw=config.augmenter_scale_draw,
                                    projective=config.augmenter_projective,
                                    flip=config.augmenter_flip, vflip=config.augmenter_vflip,
                                    cutout=config.augmenter_cutout,

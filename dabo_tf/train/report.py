@@ -154,7 +154,7 @@ def _fmt(value, digits=4):
 
 
 def format_policy(policy: Mapping[str, Mapping]) -> list:
-    """One line per op: `rotate  [-3.52, 1.2] degrees`."""
+    """One line per op: `rotate  [-3.52, 1.2] degrees`, `zoom  [0.7, 1.3] ... (uniform)`."""
     if not policy:
         return ["(no augmentation)"]
     width = max(len(op) for op in policy)
@@ -164,7 +164,8 @@ def format_policy(policy: Mapping[str, Mapping]) -> list:
             text = f"[{_fmt(spec['low'], 3)}, {_fmt(spec['high'], 3)}]"
         else:
             text = ", ".join(f"{k}={_fmt(v, 3)}" for k, v in spec.items() if k != "unit")
-        lines.append(f"{op:<{width}}  {text} {spec.get('unit', '')}".rstrip())
+        draw = f" ({spec['draw']})" if "draw" in spec else ""  # how a scale is drawn
+        lines.append(f"{op:<{width}}  {text} {spec.get('unit', '')}{draw}".rstrip())
     return lines
 
 
