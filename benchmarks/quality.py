@@ -217,7 +217,8 @@ def range_scores(policy, shift):
 def mean_shift(policy):
     """Largest |centre - identity| / width over the policy's range ops (log for scales drawn
     log-uniformly)."""
-    from dabo_tf.augment.ops import LOG_SCALE_OPS, UNIFORM_DRAW
+    from dabo_tf.augment.ops import LOG_SCALE_OPS
+    from dabo_tf.augment.policy import uniform_scales
 
     worst = 0.0
     for op, entry in policy.items():
@@ -225,7 +226,7 @@ def mean_shift(policy):
             continue
         low, high = float(entry["low"]), float(entry["high"])
         identity = 1.0 if op in LOG_SCALE_OPS or op in ("contrast", "saturation") else 0.0
-        if op in LOG_SCALE_OPS and entry.get("draw") != UNIFORM_DRAW:
+        if op in LOG_SCALE_OPS and op not in uniform_scales(policy):
             low, high, identity = math.log(low), math.log(high), 0.0
         width = high - low
         if width > 1e-9:

@@ -12,6 +12,9 @@ from dabo_tf import augment
 from dabo_tf.augment import warp
 
 IMAGES = np.random.default_rng(0).random((4, 12, 12, 3)).astype(np.float32)
+LIMITS = {**augment.MAX_MAGNITUDE, "zoom": augment.LINEAR_SCALE_LIMIT}
+"""Largest half-width of each op a default `LearnedAffine`/`LearnedColor` learns (the zoom
+drawn uniformly)."""
 
 
 def make(kind, seed=1, init=0.0, scale="linear"):
@@ -239,8 +242,7 @@ def test_distributions_start_small_and_centred_on_the_identity():
         affine = augment.LearnedAffine(magnitude_scale=scale, seed=0)
         affine.build(IMAGES.shape)
         keras.optimizers.SGD(100.0).apply([tf.constant(grads)], affine.trainable_weights)
-        limits = {**augment.MAX_MAGNITUDE, "zoom": augment.LINEAR_SCALE_LIMIT}
-        want = [limits[op] if g < 0 else floor for op, g in zip(affine.ops, grads)]
+        want = [LIMITS[op] if g < 0 else floor for op, g in zip(affine.ops, grads)]
         np.testing.assert_allclose(affine.half_widths().numpy(), want, rtol=1e-5)
         affine.set_half_widths(0.2)
         np.testing.assert_allclose(affine.half_widths().numpy(), 0.2, rtol=1e-6)
@@ -367,8 +369,7 @@ def test_widen_multiplies_half_widths_within_their_limits(scale):
     layer.widen(math.log(2.0))
     np.testing.assert_allclose(layer.half_widths().numpy(), 0.2, rtol=1e-5)
     layer.widen(100.0)  # far past every op's limit: clipped to MAX_MAGNITUDE
-    limits = [augment.LINEAR_SCALE_LIMIT if op == "zoom" else augment.MAX_MAGNITUDE[op]
-              for op in layer.ops]
+    limits = [LIMITS[op] for op in layer.ops]
     np.testing.assert_allclose(layer.half_widths().numpy(), limits, rtol=1e-5)
 
 
@@ -378,8 +379,7 @@ def test_relative_init_starts_each_op_at_a_fraction_of_its_limit(scale):
                                         magnitude_scale=scale, seed=0)
     augmenter.build((None, 12, 12, 3))
     for layer in augmenter.augmenters:
-        limits = [augment.LINEAR_SCALE_LIMIT if op == "zoom" else augment.MAX_MAGNITUDE[op]
-                  for op in layer.ops]
+        limits = [LIMITS[op] for op in layer.ops]
         np.testing.assert_allclose(layer.half_widths().numpy(), 0.1 * np.array(limits),
                                    rtol=1e-5)
         clone = type(layer).from_config(layer.get_config())

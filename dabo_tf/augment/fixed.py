@@ -15,14 +15,7 @@ import tensorflow as tf
 from dabo_tf import seeds
 from dabo_tf.augment import warp
 from dabo_tf.augment.base import AugmentationLayer, Augmenter
-from dabo_tf.augment.ops import (
-    LOG_SCALE_OPS,
-    OPS,
-    POLICY_OPS,
-    UNIFORM_DRAW,
-    adjust_color,
-    cutout,
-)
+from dabo_tf.augment.ops import LOG_SCALE_OPS, OPS, POLICY_OPS, adjust_color, cutout
 
 _register = keras.saving.register_keras_serializable(package="dabo_tf")
 
@@ -312,7 +305,7 @@ class FrozenPolicy(Augmenter):
 
     def __init__(self, policy, fill_mode="reflect", interpolation="bilinear", clip=False,
                  seed=None, **kwargs):
-        from dabo_tf.augment.policy import augment_probability, split_policy
+        from dabo_tf.augment.policy import augment_probability, split_policy, uniform_scales
 
         super().__init__(layers=[], seed=seed, **kwargs)
         self.frozen_policy = {op: dict(entry) for op, entry in policy.items()}
@@ -322,10 +315,9 @@ class FrozenPolicy(Augmenter):
         self.interpolation = interpolation
         self.clip = bool(clip)
         part_seeds = seeds.streams(seed)
-        uniform = tuple(op for op in geometric
-                        if self.frozen_policy[op].get("draw") == UNIFORM_DRAW)
         self.affine = FixedAffine(geometric, interpolation=interpolation, fill_mode=fill_mode,
-                                  uniform_scales=uniform, seed=next(part_seeds),
+                                  uniform_scales=uniform_scales(self.frozen_policy),
+                                  seed=next(part_seeds),
                                   name="fixed_affine")
         self.color = FixedColor(color, clip=clip, seed=next(part_seeds), name="fixed_color")
         self.erasing = FixedCutout(erasing, seed=next(part_seeds), name="fixed_cutout")

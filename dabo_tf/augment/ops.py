@@ -110,6 +110,8 @@ the log-uniform draw's limit is x0.5-2)."""
 UNIFORM_DRAW = "uniform"
 """The `"draw"` of a policy entry whose scale factor is drawn uniformly in `[low, high]`; a
 scale op without it is drawn log-uniformly (as every policy written before 2026-12-07)."""
+LOG_UNIFORM_DRAW = "log-uniform"
+"""The `"draw"` a scale op's entry has when it says none."""
 SCALE_PARAMETERISATIONS = dict(zip(AUGMENTER_SCALES,
                                    (("zoom",), ("zoom", "aspect"), ("scale_x", "scale_y"))))
 """How a learned augmenter scales images (`build_augmenter(scale=...)`,

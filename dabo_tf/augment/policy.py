@@ -41,10 +41,15 @@ import math
 import os
 
 from dabo_tf.augment.fixed import FixedAffine, FixedColor, FixedCutout, FrozenPolicy  # noqa: F401
-from dabo_tf.augment.ops import FLIP_UNIT, LOG_SCALE_OPS, OPS, POLICY_OPS, UNIFORM_DRAW
+from dabo_tf.augment.ops import (
+    FLIP_UNIT,
+    LOG_SCALE_OPS,
+    LOG_UNIFORM_DRAW,
+    OPS,
+    POLICY_OPS,
+    UNIFORM_DRAW,
+)
 
-LOG_UNIFORM_DRAW = "log-uniform"
-"""The `"draw"` a scale op's entry has when it says none."""
 KNOWN_OPS = (POLICY_OPS["geometric"] + POLICY_OPS["color"] + POLICY_OPS["erasing"]
              + POLICY_OPS["gate"])
 
@@ -121,9 +126,9 @@ def split_policy(policy: dict):
                 and max(abs(lo), abs(hi)) <= OPS[op].limit):
             raise ValueError(f"Policy op {name!r} needs finite low <= high within "
                              f"+-{OPS[op].limit}. Received: policy[{name!r}]={entry!r}")
-        draw = entry.get("draw", UNIFORM_DRAW)
-        if draw not in (UNIFORM_DRAW, LOG_UNIFORM_DRAW) or (
-                draw == LOG_UNIFORM_DRAW and op not in LOG_SCALE_OPS):
+        draw = entry.get("draw")
+        if draw is not None and (draw not in (UNIFORM_DRAW, LOG_UNIFORM_DRAW) or (
+                draw == LOG_UNIFORM_DRAW and op not in LOG_SCALE_OPS)):
             raise ValueError(f"A policy entry's 'draw' is {UNIFORM_DRAW!r}, or "
                              f"{LOG_UNIFORM_DRAW!r} for a scale op {LOG_SCALE_OPS}. "
                              f"Received: policy[{name!r}]={entry!r}")
@@ -142,6 +147,13 @@ def split_policy(policy: dict):
             continue
         (geometric if OPS[op].kind == "geometric" else color)[op] = (lo, hi)
     return geometric, color, erasing
+
+
+def uniform_scales(policy: dict) -> tuple:
+    """The scale ops (`LOG_SCALE_OPS`) of a policy drawn uniformly (`"draw": "uniform"`); the
+    others are drawn log-uniformly."""
+    return tuple(op for op in LOG_SCALE_OPS
+                 if op in policy and policy[op].get("draw") == UNIFORM_DRAW)
 
 
 def augment_probability(policy: dict) -> float:
