@@ -91,6 +91,7 @@ VARIANTS = {
     "lr_0.1": dict(augmenter_lr=0.1),
     "inner_lr_0.05": dict(inner_lr=0.05),
     "warmup_0.2": dict(augmenter_warmup=0.2),
+    "warmup_0.1": dict(augmenter_warmup=0.1),
     "reflect": dict(fill_mode="reflect"),
     "val_0.4": dict(val_fraction=0.4),
     "flip_cutout": dict(augmenter_flip=True, augmenter_cutout=True),
