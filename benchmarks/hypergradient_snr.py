@@ -20,7 +20,8 @@ opinion. Adam moves a width by about its learning rate times `mean / std` per st
 `--shares=FRACTION:VAL_BATCH,...` measures the cheaper bilevel passes of issue 16 on the same
 trained classifier and the same batches: per share, the hypergradient of the bilevel pass on
 the first `FRACTION` of each training batch (paired as in training) and the first `VAL_BATCH`
-validation images, one t column each, with the step's counted cost. Adam's drift over its
+validation images (up to the whole validation split: the validation stream is then batched
+that large), one t column each, with the step's counted cost. Adam's drift over its
 random walk after N steps is about `t / sqrt(batches) * sqrt(N)`, so at the same number of
 steps a share learns as surely as the exact step only if its t is as large.
 """
@@ -106,10 +107,17 @@ def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, sh
     for layer in ranged:
         current = layer.half_widths().numpy()
         layer.set_half_widths([widths.get(op, w) for op, w in zip(layer.ops, current)])
-    val = splits.dataset("val", config.batch_size, training=True, seed=seed + 1)
+    chosen = shares or [(1.0, config.batch_size)]
+    # Validation batches as large as the largest share asks for (up to the whole split), so
+    # a share can take its validation gradient over more images than a training batch holds.
+    val_batch_size = max([config.batch_size] + [v for _, v in chosen])
+    n_val = len(splits.arrays("val")[1])
+    if val_batch_size > n_val:
+        raise SystemExit(f"A share's validation batch exceeds the {n_val} validation images of "
+                         f"{regime}. Received: shares={chosen}")
+    val = splits.dataset("val", val_batch_size, training=True, seed=seed + 1)
     paired = data.with_validation_stream(loop.train_pipeline(config, splits), val)
     model.fit(paired, epochs=epochs, verbose=0)
-    chosen = shares or [(1.0, config.batch_size)]
     rows = {share: [] for share in chosen}
     for (x, y), (x_val, y_val) in paired.repeat().take(batches):
         for fraction, val_batch in chosen:

@@ -163,8 +163,11 @@ def test_hypergradient_snr_reports_every_op_of_a_regime():
         with pytest.raises(SystemExit, match="FRACTION:VAL_BATCH"):
             hypergradient_snr.parse_shares(bad)
     shares = hypergradient_snr.measure("digits300", {}, epochs=1, batches=2,
-                                       shares=[(1.0, 32), (0.25, 16)])
-    assert list(shares) == [(1.0, 32), (0.25, 16)]
+                                       shares=[(1.0, 32), (0.25, 16), (0.25, 60)])
+    assert list(shares) == [(1.0, 32), (0.25, 16), (0.25, 60)]  # 60: the whole split
+    assert shares[0.25, 16]["rotate"][0] != shares[0.25, 60]["rotate"][0]
+    with pytest.raises(SystemExit, match="exceeds the 60 validation images"):
+        hypergradient_snr.measure("digits300", {}, epochs=1, batches=1, shares=[(1.0, 61)])
     assert list(shares[0.25, 16]) == list(stats)
     assert shares[1.0, 32]["rotate"][0] != shares[0.25, 16]["rotate"][0]
     # The counted work of the README's table (batch 128): 3.83x, 1.71x and 1.35x.
