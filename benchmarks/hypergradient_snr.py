@@ -111,7 +111,7 @@ def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, sh
     # Validation batches as large as the largest share asks for (up to the whole split), so
     # a share can take its validation gradient over more images than a training batch holds.
     val_batch_size = max([config.batch_size] + [v for _, v in chosen])
-    n_val = len(splits.arrays("val")[1])
+    n_val = splits.sizes["val"]
     if val_batch_size > n_val:
         raise SystemExit(f"A share's validation batch exceeds the {n_val} validation images of "
                          f"{regime}. Received: shares={chosen}")
