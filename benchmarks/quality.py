@@ -124,6 +124,7 @@ VARIANTS = {
     "whole": dict(lookahead_whole_batch=True),
     "init_absolute": dict(augmenter_init_relative=False),
     "init_relative_0.1": dict(augmenter_init_magnitude=0.1),
+    "calibrated": dict(calibrate_validation=True),
 }
 """DABO variants of `--ablation`, each one change from the default, run for DABO and its
 frozen policy only (`network`: the paper's augmenter with its released optimiser settings and
@@ -137,7 +138,8 @@ the same validation batch is twice the share);
 `log_draw`: scale factors drawn log-uniformly, the default until 2026-12-07 (`linear_draw`:
 uniformly, today's default);
 `init_absolute`: every range starting at 0.05 in internal units, the default until
-2026-12-06; `init_relative_0.1`: at a tenth of its op's limit)."""
+2026-12-06; `init_relative_0.1`: at a tenth of its op's limit; `calibrated`: the look-ahead's
+validation loss on temperature-scaled logits, `--calibrate_validation`)."""
 
 QUICK = dict(seeds=(0,), trials=5, methods=("none", "hand", "dabo", "frozen", "tuner"))
 """`--quick`: one seed, no TrivialAugment or RandAugment (the slowest baselines), a 5-trial

@@ -320,6 +320,12 @@ class Config:
         "Hold DABO's virtual step length fixed, so the augmenter is credited for the "
         "direction of the training gradient only, not its size (--nonormalize_lookahead: "
         "the paper's step).")
+    calibrate_validation: bool = field(
+        False,
+        "DABO's look-ahead validation loss on logits scaled by the batch's best-fitting "
+        "inverse temperature (held constant), so the augmenter is credited for better "
+        "classification, not for a less confident classifier (temperature scaling removes "
+        "that after training).")
     antithetic: bool = field(
         True,
         "DABO's bilevel pass runs on half of each batch twice, each image with a "

@@ -129,6 +129,12 @@ class DaboModel(keras.Model):
             credits only the direction of the training gradient, not its size (harder
             augmentation makes it longer); see `dabo_tf.bilevel`. Defaults to True; False
             is the paper's step.
+        calibrate_validation: scale the look-ahead's validation logits by the inverse
+            temperature that fits them best (held constant; `dabo_tf.bilevel.
+            calibrated_logits`), so the augmenter is credited for the classifier's ranking
+            of the classes, not for making an overconfident classifier less confident,
+            which lowers the validation cross-entropy whether or not it classifies better.
+            Defaults to False.
         antithetic: in bilevel steps, train on the first half of each batch twice, each
             image once with a sampled transformation and once with its mirror (every op at
             the opposite end of its range). At a small width the hypergradient of a
@@ -259,7 +265,7 @@ class DaboModel(keras.Model):
                  skip_non_finite=True, hypergradient_fraction=1.0, train_unpaired=True,
                  clean_fraction=None, prior_pull=DEFAULT_PRIOR_PULL,
                  prior_width=DEFAULT_PRIOR_WIDTH, lookahead_whole_batch=False,
-                 **kwargs):
+                 calibrate_validation=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
             classifier = keras.saving.deserialize_keras_object(classifier)
@@ -277,6 +283,7 @@ class DaboModel(keras.Model):
         self.skip_non_finite = bool(skip_non_finite)
         self.hypergradient_fraction = float(hypergradient_fraction)
         self.lookahead_whole_batch = bool(lookahead_whole_batch)
+        self.calibrate_validation = bool(calibrate_validation)
         if not 0.0 < self.hypergradient_fraction <= 1.0:
             raise ValueError("hypergradient_fraction must be in (0, 1]. "
                              f"Received: hypergradient_fraction={hypergradient_fraction}")
@@ -497,6 +504,8 @@ class DaboModel(keras.Model):
             # Batch statistics of the validation batch; the updated BN state is discarded.
             with compute_dtype(classifier, dtype):
                 logits, _ = classifier.stateless_call(w, non_trainable, x_val, training=True)
+            if self.calibrate_validation:
+                logits = bilevel.calibrated_logits(logits, y_val)
             return self._loss(y_val, logits)
 
         return bilevel.unrolled_hypergradient(
@@ -781,6 +790,7 @@ class DaboModel(keras.Model):
             "augmenter_update_every": self.augmenter_update_every,
             "augmenter_warmup_steps": self.augmenter_warmup_steps,
             "normalize_lookahead": self.normalize_lookahead,
+            "calibrate_validation": self.calibrate_validation,
             "antithetic": self.antithetic,
             "hypergradient_dtype": self.hypergradient_dtype,
             "skip_non_finite": self.skip_non_finite,

@@ -303,6 +303,32 @@ def test_normalized_lookahead_equals_finite_differences_of_its_objective():
     assert abs(run(True)[0] - run(False)[0]) > 1e-2 * abs(run(False)[0])
 
 
+def test_calibrated_logits_fit_the_best_temperature_and_hold_it_constant():
+    rng = np.random.default_rng(0)
+    labels = tf.constant(rng.integers(0, 10, 64))
+    for scale in (0.3, 20.0):  # underconfident, then overconfident logits
+        z = tf.constant(rng.standard_normal((64, 10)) * scale + 1.5 * scale
+                        * tf.one_hot(labels, 10).numpy(), tf.float64)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            scaled = bilevel.calibrated_logits(z, labels)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, scaled))
+        b = float(tf.reduce_sum(scaled * z) / tf.reduce_sum(z * z))
+        grid = np.exp(np.linspace(-4.6, 4.6, 921))
+        ce = [float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels, z * g))) for g in grid]
+        np.testing.assert_allclose(b, grid[int(np.argmin(ce))], rtol=0.02)
+        assert (b > 1) == (scale < 1)
+        # The temperature is a constant: the gradient is b times the scaled softmax's error.
+        expected = b * (tf.nn.softmax(scaled) - tf.one_hot(labels, 10, dtype=z.dtype)) / 64
+        np.testing.assert_allclose(tape.gradient(loss, z), expected, atol=1e-12)
+    one_hot = bilevel.calibrated_logits(z, tf.one_hot(labels, 10, dtype=z.dtype))
+    np.testing.assert_allclose(one_hot, scaled)
+    model = dabo_model(calibrate_validation=True)
+    assert model.get_config()["calibrate_validation"] is True
+
+
 def test_whole_step_lookahead_equals_finite_differences_of_its_objective():
     # The toy above, with the classifier's step mixing g(theta) (share 0.25) with a constant
     # gradient r of other images: w' = w - lr * s(theta), s = 0.25 g + 0.75 r, normalised

@@ -100,6 +100,7 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
                       augmenter_warmup_steps=round(config.augmenter_warmup * config.epochs
                                                    * steps),
                       normalize_lookahead=config.normalize_lookahead,
+                      calibrate_validation=config.calibrate_validation,
                       antithetic=config.antithetic,
                       train_unpaired=config.train_unpaired,
                       clean_fraction=config.clean_fraction,
