@@ -212,15 +212,16 @@ def calibrated_logits(logits, labels, iterations: int = 8):
 
     Args:
         logits: `[N, C]` logits (any float dtype; fitted in float32).
-        labels: `[N]` integer labels or `[N, C]` one-hot (or soft) labels.
+        labels: `[N]` (or `[N, 1]`) integer labels or `[N, C]` one-hot (or soft) labels.
         iterations: Newton steps.
 
     Returns:
         `logits * b*`, in the logits' dtype.
     """
     z = tf.stop_gradient(tf.cast(logits, tf.float32))
-    if labels.shape.rank == logits.shape.rank:
-        target = tf.cast(labels, tf.float32)
+    classes = logits.shape[-1]
+    if labels.shape.rank == logits.shape.rank and labels.shape[-1] == classes != 1:
+        target = tf.cast(labels, tf.float32)  # one-hot or soft labels
     else:
         target = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), tf.shape(z)[-1])
     z_y = tf.reduce_sum(target * z, axis=-1) / tf.maximum(

@@ -323,8 +323,8 @@ def test_calibrated_logits_fit_the_best_temperature_and_hold_it_constant():
         # The temperature is a constant: the gradient is b times the scaled softmax's error.
         expected = b * (tf.nn.softmax(scaled) - tf.one_hot(labels, 10, dtype=z.dtype)) / 64
         np.testing.assert_allclose(tape.gradient(loss, z), expected, atol=1e-12)
-    one_hot = bilevel.calibrated_logits(z, tf.one_hot(labels, 10, dtype=z.dtype))
-    np.testing.assert_allclose(one_hot, scaled)
+    for other in (tf.one_hot(labels, 10, dtype=z.dtype), labels[:, None]):
+        np.testing.assert_allclose(bilevel.calibrated_logits(z, other), scaled)
     model = dabo_model(calibrate_validation=True)
     assert model.get_config()["calibrate_validation"] is True
 
