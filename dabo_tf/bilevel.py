@@ -228,11 +228,11 @@ def calibrated_logits(logits, labels, iterations: int = 8):
         tf.reduce_sum(target, axis=-1), 1e-12)
     log_b = tf.zeros([])
     for _ in range(iterations):
-        p = tf.nn.softmax(tf.exp(log_b) * z)
+        b = tf.exp(log_b)
+        p = tf.nn.softmax(b * z)
         mean_z = tf.reduce_sum(p * z, axis=-1)
         first = tf.reduce_mean(mean_z - z_y)
         second = tf.reduce_mean(tf.reduce_sum(p * tf.square(z), axis=-1) - tf.square(mean_z))
-        b = tf.exp(log_b)
         # Newton in b, taken as a step in log b (|step| <= log 2) so b stays positive.
         step = tf.math.divide_no_nan(first, second) / b
         log_b = tf.clip_by_value(log_b - tf.clip_by_value(step, -0.6931, 0.6931),
