@@ -130,6 +130,7 @@ VARIANTS = {
     "init_relative_0.1": dict(augmenter_init_magnitude=0.1),
     "calibrated": dict(calibrate_validation=True),
     "prior_0.25": dict(augmenter_prior_width=0.25),
+    "prior_power_4": dict(augmenter_prior_power=4.0),
 }
 """DABO variants of `--ablation`, each one change from the default, run for DABO and its
 frozen policy only (`network`: the paper's augmenter with its released optimiser settings and
@@ -145,7 +146,8 @@ uniformly, today's default);
 `init_absolute`: every range starting at 0.05 in internal units, the default until
 2026-12-06; `init_relative_0.1`: at a tenth of its op's limit; `calibrated`: the look-ahead's
 validation loss on temperature-scaled logits, `--calibrate_validation`; `prior_0.25`: the
-pull's prior at a quarter of each op's limit instead of half)."""
+pull's prior at a quarter of each op's limit instead of half; `prior_power_4`: the prior a
+generalised Gaussian of power 4 at the same width, flatter below it and steeper above)."""
 
 QUICK = dict(seeds=(0,), trials=5, methods=("none", "hand", "dabo", "frozen", "tuner"))
 """`--quick`: one seed, no TrivialAugment or RandAugment (the slowest baselines), a 5-trial

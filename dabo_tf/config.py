@@ -291,6 +291,12 @@ class Config:
         "(0.5: TrivialAugment's mean strength). The pull widens a range narrower than that "
         "and narrows a wider one, so where the hypergradient is flat a range settles there. "
         "inf: a flat prior, the pull only widens (up to the op's limit).")
+    augmenter_prior_power: float = field(
+        2.0,
+        "Distribution augmenter: the shape of --augmenter_prior_width's prior, a generalised "
+        "Gaussian (density exp(-|x/s|**p)) resting at the same width: the pull's step is "
+        "proportional to 1 - (w / w0)**p. 2: a Gaussian; larger: nearly flat below the "
+        "prior's width and steeper above it.")
     augmenter_learn_mean: bool = field(
         False,
         "Distribution augmenter: learn a mean (bias) per op besides its magnitude "
@@ -543,6 +549,9 @@ def check_config(config: Config) -> Config:
          "hypergradient_fraction must be in (0, 1]", "hypergradient_fraction")
     fail(not config.augmenter_prior_width > 0.0,
          "augmenter_prior_width must be > 0 (inf for a flat prior)", "augmenter_prior_width")
+    fail(not 0.0 < config.augmenter_prior_power < float("inf"),
+         "augmenter_prior_power must be > 0 and finite (2: a Gaussian prior)",
+         "augmenter_prior_power")
     clean = config.clean_fraction
     fail(clean is not None and not 0.0 <= clean < 1.0, "clean_fraction must be in [0, 1)",
          "clean_fraction")

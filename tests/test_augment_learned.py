@@ -390,20 +390,20 @@ def test_relative_init_starts_each_op_at_a_fraction_of_its_limit(scale):
         augment.LearnedAffine(init_magnitude=2.0, init_relative=True)
 
 
-@pytest.mark.parametrize("scale", ["log", "linear"])
-def test_widen_toward_a_prior_width_settles_there(scale):
-    """With `prior_width` the step is `log_factor * (1 - (w / w0)**2)`: ranges below
+@pytest.mark.parametrize("scale,power", [("log", 2.0), ("linear", 2.0), ("log", 4.0)])
+def test_widen_toward_a_prior_width_settles_there(scale, power):
+    """With `prior_width` the step is `log_factor * (1 - (w / w0)**power)`: ranges below
     `w0 = prior_width * limit` widen, ranges above it narrow, and repeated steps converge."""
     layer = augment.LearnedAffine(ops=("rotate", "translate_x"), magnitude_scale=scale)
     layer.build((None, 12, 12, 3))
     w0 = 0.5 * np.array([math.pi, 0.5])
     start = np.array([0.2, 0.4])  # rotation below its prior width, the shift above
     layer.set_half_widths(start)
-    layer.widen(0.1, prior_width=0.5)
-    expected = start * np.exp(0.1 * (1.0 - (start / w0) ** 2))
+    layer.widen(0.1, prior_width=0.5, prior_power=power)
+    expected = start * np.exp(0.1 * (1.0 - (start / w0) ** power))
     np.testing.assert_allclose(layer.half_widths().numpy(), expected, rtol=1e-5)
     for _ in range(300):
-        layer.widen(0.1, prior_width=0.5)
+        layer.widen(0.1, prior_width=0.5, prior_power=power)
     np.testing.assert_allclose(layer.half_widths().numpy(), w0, rtol=1e-3)
 
 

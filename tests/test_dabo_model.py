@@ -682,3 +682,20 @@ def test_prior_pull_widens_every_range_by_its_step():
                   augmenter_optimizer=keras.optimizers.Adam(0.02))
     model.optimizer.iterations.assign(5)  # half way: the learning rate is half its first
     np.testing.assert_allclose(float(model._prior_pull_step()), 0.02 * 0.5 * 0.5, rtol=1e-5)
+
+
+def test_prior_power_reaches_the_pull_and_older_models_keep_a_gaussian(monkeypatch):
+    model = dabo_model(prior_pull=0.5, prior_power=4.0)
+    calls = []
+    for layer in model._ranged_layers():
+        monkeypatch.setattr(layer, "widen", lambda factor, width, power=2.0:
+                            calls.append((width, power)))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, run_eagerly=True)
+    model.train_on_batch((batch(), batch(seed=1)))
+    assert calls and set(calls) == {(model.prior_width, 4.0)}
+    assert dabo_tf.DaboModel.from_config(model.get_config()).prior_power == 4.0
+    config = model.get_config()  # (deserialising consumes the classifier's config)
+    del config["prior_power"]  # saved before the option existed: the Gaussian it trained with
+    assert dabo_tf.DaboModel.from_config(config).prior_power == 2.0
+    with pytest.raises(ValueError, match="Received: prior_power=0"):
+        dabo_model(prior_power=0)

@@ -121,6 +121,7 @@ def test_paper_presets():
     (dict(hypergradient_dtype="float16"), "hypergradient_dtype"),
     (dict(augmenter_prior_pull=-0.1), "augmenter_prior_pull"),
     (dict(augmenter_prior_width=0.0), "augmenter_prior_width"),
+    (dict(augmenter_prior_power=0.0), "augmenter_prior_power"),
 ])
 def test_check_config_rejects_bad_values(changes, name):
     with pytest.raises(ConfigError, match=f"Received: {name}="):

@@ -174,7 +174,7 @@ class _LearnedDistribution(AugmentationLayer):
         else:
             self.magnitude.assign(values)
 
-    def widen(self, log_factor, prior_width=float("inf")):
+    def widen(self, log_factor, prior_width=float("inf"), prior_power=2.0):
         """Multiplies every half-width by `exp(log_factor)`, within the op's limits.
 
         The step of `DaboModel(prior_pull=...)`: in the log parameterisation it adds
@@ -185,12 +185,16 @@ class _LearnedDistribution(AugmentationLayer):
         `w0 = f * limits()[op]`: the KL from `U(-w, w)` to it is
         `-log w + w**2 / (3 * w0**2)` up to a constant, so each op's step is
         `log_factor * (1 - (w / w0)**2)`, widening below `w0` and narrowing above.
+        With `prior_power=p` the prior is a generalised Gaussian, density proportional to
+        `exp(-|x / s|**p)`: the KL is `-log w + w**p / ((p + 1) s**p)` and the step
+        `log_factor * (1 - (w / w0)**p)` with the same resting width `w0`; a larger `p` is
+        flatter below `w0` and steeper above it (p -> inf: uniform on `[-w0, w0]`, a cap).
         """
         log_factor = tf.cast(log_factor, tf.float32)
         if math.isfinite(prior_width):
             w0 = tf.constant([prior_width * m for m in self.limits()], tf.float32)
             w = tf.cast(self.half_widths(), tf.float32)
-            log_factor = log_factor * (1.0 - tf.square(w / w0))
+            log_factor = log_factor * (1.0 - tf.pow(w / w0, float(prior_power)))
         if self.magnitude_scale == "log":
             variable = self.log_magnitude
             value = self.log_magnitude + tf.cast(log_factor, variable.dtype)

@@ -106,6 +106,7 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
                       clean_fraction=config.clean_fraction,
                       prior_pull=config.augmenter_prior_pull,
                       prior_width=config.augmenter_prior_width,
+                      prior_power=config.augmenter_prior_power,
                       hypergradient_fraction=config.hypergradient_fraction,
                       lookahead_whole_batch=config.lookahead_whole_batch,
                       hypergradient_dtype=(None if config.hypergradient_dtype == "policy"
