@@ -94,22 +94,22 @@ def augment_share_hypergradient(model, x, y, x_val, y_val):
     direction (the normalised look-ahead keeps the step's length)."""
     import tensorflow as tf
 
+    from dabo_tf import bilevel
+
     weights = model.classifier.trainable_weights
 
-    def flat_gradient(images, labels):
+    def gradient(images, labels):
         with tf.GradientTape() as tape:
             logits = model.classifier(images, training=True)
             loss = model.compute_loss(y=labels, y_pred=logits, training=True)
-        return tf.concat([tf.reshape(g, [-1]) for g in tape.gradient(loss, weights)], 0)
+        return tape.gradient(loss, weights)
 
-    g_aug = flat_gradient(model.augmenter(x, training=True), y)
-    g_clean = flat_gradient(x, y)
-    v = flat_gradient(x_val, y_val)
-    g_hat = g_aug / tf.norm(g_aug)
-    direction = g_aug - g_clean
-    direction -= g_hat * tf.reduce_sum(g_hat * direction)
+    g_aug = gradient(model.augmenter(x, training=True), y)
+    g_clean = gradient(x, y)
+    # `v` without its component along the step, as the normalised look-ahead takes it.
+    v = bilevel._remove_component_along(gradient(x_val, y_val), g_aug)
     lr = float(model._current_inner_lr())
-    return -lr * float(tf.reduce_sum(v * direction))
+    return -lr * float(bilevel._dot(v, [a - c for a, c in zip(g_aug, g_clean)]))
 
 
 def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, shares=None,
