@@ -445,7 +445,7 @@ class Config:
         "",
         "TensorBoard profiler range, 'START,STOP' (batches counted from 1 across epochs) "
         "or 'N'; '0' turns it off. Default: three batches early in the 2nd epoch (none "
-        "with a single epoch).",
+        "with a single epoch). In a multi-worker run only the chief profiles.",
         resumable=True)
     steps_per_execution: int = field(
         1,

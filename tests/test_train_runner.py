@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from dabo_tf import data, presets, train
 from dabo_tf.config import Config, ConfigError, check_config, config_from_dict
-from dabo_tf.train import recipe, rundir
+from dabo_tf.train import loop, recipe, rundir
 from dabo_tf.train.callbacks import parse_profile_batches
 
 
@@ -365,3 +365,8 @@ def test_worker_workdir(tmp_path):
     assert rundir.worker_workdir(FakeStrategy("worker", 0, with_chief), run) == (
         tmp_path / "run.worker-0")
     assert rundir.worker_workdir(tf.distribute.get_strategy(), run) == run
+    # Only the chief profiles (TensorFlow's profiler aborts other workers now and then).
+    config = check_config(tiny(profile_batches="2,3"))
+    assert loop.profile_batches(config, 4, 0, FakeStrategy("worker", 0, workers)) == (2, 3)
+    assert loop.profile_batches(config, 4, 0, FakeStrategy("worker", 1, workers)) == 0
+    assert loop.profile_batches(config, 4, 0, tf.distribute.get_strategy()) == (2, 3)

@@ -102,6 +102,20 @@ def to_int(variable) -> int:
     return int(tf.convert_to_tensor(variable.value).numpy())
 
 
+def profile_batches(config: Config, steps: int, initial_epoch: int, strategy):
+    """Keras' `TensorBoard(profile_batch=...)` for this process (`config.profile_batches`).
+
+    Only the chief of a multi-worker cluster profiles: TensorFlow's profiler, stopped in
+    another worker, now and then corrupts the heap and kills it ("double free or
+    corruption" and SIGABRT, or SIGSEGV; 5 of 25 two-worker `digits:smoke` runs on a loaded
+    2-core machine, 0 of 10 with the profiler off, 2026-12-08), and that worker's logs are
+    removed anyway.
+    """
+    if not rundir.is_chief(strategy):
+        return 0
+    return parse_profile_batches(config.profile_batches, config.epochs, steps, initial_epoch)
+
+
 def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits,
                      train_ds: tf.data.Dataset, workdir=None, callbacks=None,
                      augment_fn: Optional[Callable] = None):
@@ -122,8 +136,7 @@ def fit_and_evaluate(model: keras.Model, config: Config, splits: data.DataSplits
     if workdir is not None:
         workdir = pathlib.Path(workdir)
         initial_epoch = rundir.completed_epochs(workdir)
-        profile = parse_profile_batches(config.profile_batches, config.epochs, steps,
-                                        initial_epoch)
+        profile = profile_batches(config, steps, initial_epoch, tf.distribute.get_strategy())
         run_callbacks += [
             keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
             # Two copies: a run killed while writing one resumes from the other.

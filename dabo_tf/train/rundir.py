@@ -282,6 +282,18 @@ def prepare_workdir(workdir, *, resume=False, overwrite=False) -> bool:
     return not workdir.exists()
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run: no cluster, the `chief` task, or worker 0 of a
+    cluster without one (`MultiWorkerMirroredStrategy`'s rule)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "chief" or (
+        task_type == "worker" and int(resolver.task_id or 0) == 0 and not has_chief)
+
+
 def worker_workdir(strategy: tf.distribute.Strategy, workdir) -> pathlib.Path:
     """`workdir` for the chief (or without a cluster); `<workdir>.<task>-<id>` otherwise.
 
@@ -290,15 +302,10 @@ def worker_workdir(strategy: tf.distribute.Strategy, workdir) -> pathlib.Path:
     (`--resume` after a worker failed), removed when the run has finished.
     """
     workdir = pathlib.Path(workdir)
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    if not task_type:
+    if is_chief(strategy):
         return workdir
-    task_id = int(resolver.task_id or 0)
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    if task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief):
-        return workdir
-    return workdir.with_name(f"{workdir.name}.{task_type}-{task_id}")
+    resolver = strategy.cluster_resolver
+    return workdir.with_name(f"{workdir.name}.{resolver.task_type}-{int(resolver.task_id or 0)}")
 
 
 def export_classifier(classifier, path, class_names=None) -> None:
