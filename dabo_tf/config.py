@@ -87,6 +87,11 @@ settles each range at half its op's limit where the hypergradient is flat (Trivi
 mean strength; chosen on principle, checked on the development suite, see the README)."""
 
 
+DEFAULT_PRIOR_POWER = 2.0
+"""`DaboModel(prior_power=...)` and `--augmenter_prior_power` by default: the pull's prior a
+Gaussian (a power of 4 was measured and not kept, see the README)."""
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which one and what to do."""
 
@@ -292,7 +297,7 @@ class Config:
         "and narrows a wider one, so where the hypergradient is flat a range settles there. "
         "inf: a flat prior, the pull only widens (up to the op's limit).")
     augmenter_prior_power: float = field(
-        2.0,
+        DEFAULT_PRIOR_POWER,
         "Distribution augmenter: the shape of --augmenter_prior_width's prior, a generalised "
         "Gaussian (density exp(-|x/s|**p)) resting at the same width: the pull's step is "
         "proportional to 1 - (w / w0)**p. 2: a Gaussian; larger: nearly flat below the "

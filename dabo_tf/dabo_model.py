@@ -13,6 +13,7 @@ from dabo_tf.augment.base import Augmenter
 from dabo_tf.augment.ops import AUGMENT_UNIT
 from dabo_tf.batchnorm import exact_batchnorm_moments, use_exact_batchnorm_moments
 from dabo_tf.config import (
+    DEFAULT_PRIOR_POWER,
     DEFAULT_PRIOR_PULL,
     DEFAULT_PRIOR_WIDTH,
     clean_share_limit,
@@ -270,8 +271,8 @@ class DaboModel(keras.Model):
                  normalize_lookahead=True, antithetic=True, hypergradient_dtype="float32",
                  skip_non_finite=True, hypergradient_fraction=1.0, train_unpaired=True,
                  clean_fraction=None, prior_pull=DEFAULT_PRIOR_PULL,
-                 prior_width=DEFAULT_PRIOR_WIDTH, prior_power=2.0, lookahead_whole_batch=False,
-                 calibrate_validation=False, **kwargs):
+                 prior_width=DEFAULT_PRIOR_WIDTH, prior_power=DEFAULT_PRIOR_POWER,
+                 lookahead_whole_batch=False, calibrate_validation=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
             classifier = keras.saving.deserialize_keras_object(classifier)
