@@ -10,8 +10,10 @@ correctly) of (a) plain training on augmented data with the augmenter frozen, (b
 (c) DABO every 2nd and every 4th step (`augmenter_update_every`), (b) and (c) again with a
 look-ahead validation batch of half the training batch (`val_batch_size`), (d) the bilevel
 pass on 1/4, 1/8 or 3/8 of the batch (`hypergradient_fraction`) with a smaller validation
-batch, an ordinary Keras `fit` of the frozen augmenter and classifier, and the peak
-resident memory of each configuration (each runs in its own subprocess, so peaks don't mix).
+batch, (e) the look-ahead on the classifier's last 1 or 3 layers only (`lookahead_layers`), alone
+and with a smaller validation batch and sub-batch, an ordinary Keras `fit` of the frozen
+augmenter and classifier, and the peak resident memory of each configuration (each runs in
+its own subprocess, so peaks don't mix).
 Prints ratios to (a) measured in the same run. Absolute times depend on the machine; the
 ratios are what to compare. On a shared machine one run's ratio moves by about +-10%:
 `--repeats=N` runs every row in turn N times and reports the median and range of the rounds'
@@ -46,31 +48,39 @@ import numpy as np
 from dabo_tf.flops import model_and_batch, step_flops
 from dabo_tf.logs import Progress
 
-CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0), ("DABO every step", 1, 1, 1.0),
-           ("DABO every 2nd step", 2, 1, 1.0), ("DABO every 4th step", 4, 1, 1.0),
-           ("DABO every step, val batch / 2", 1, 2, 1.0),
-           ("DABO every 2nd step, val batch / 2", 2, 2, 1.0),
-           ("DABO every step, bilevel on 1/4, val batch / 4", 1, 4, 0.25),
-           ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125),
-           ("ordinary Keras fit, frozen augmenter in front", -1, 1, 1.0),
-           ("DABO every step, bilevel on 3/8, val batch / 4", 1, 4, 0.375),
-           ("DABO every step, bilevel on 1/4, val batch / 2", 1, 2, 0.25)]
-"""(label, augmenter_update_every, batch / val_batch, hypergradient_fraction); -1: not a
-`DaboModel` but an ordinary `keras.Model` of the same augmenter (frozen) and classifier,
-the baseline a user would compare with (timed only: its work is the plain step's)."""
+CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0, 0), ("DABO every step", 1, 1, 1.0, 0),
+           ("DABO every 2nd step", 2, 1, 1.0, 0), ("DABO every 4th step", 4, 1, 1.0, 0),
+           ("DABO every step, val batch / 2", 1, 2, 1.0, 0),
+           ("DABO every 2nd step, val batch / 2", 2, 2, 1.0, 0),
+           ("DABO every step, bilevel on 1/4, val batch / 4", 1, 4, 0.25, 0),
+           ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125, 0),
+           ("ordinary Keras fit, frozen augmenter in front", -1, 1, 1.0, 0),
+           ("DABO every step, bilevel on 3/8, val batch / 4", 1, 4, 0.375, 0),
+           ("DABO every step, bilevel on 1/4, val batch / 2", 1, 2, 0.25, 0),
+           ("DABO every step, look-ahead on the last layer", 1, 1, 1.0, 1),
+           ("DABO every step, look-ahead on the last 3 layers", 1, 1, 1.0, 3),
+           ("DABO every step, look-ahead on the last 3 layers, val batch / 2", 1, 2, 1.0, 3),
+           ("DABO every step, look-ahead on the last 3 layers, bilevel on 1/4, val batch / 2",
+            1, 2, 0.25, 3),
+           ("DABO every step, look-ahead on the last 3 layers, bilevel on 1/2, val batch / 2",
+            1, 2, 0.5, 3)]
+"""(label, augmenter_update_every, batch / val_batch, hypergradient_fraction,
+lookahead_layers); -1: not a `DaboModel` but an ordinary `keras.Model` of the same augmenter
+(frozen) and classifier, the baseline a user would compare with (timed only: its work is the
+plain step's)."""
 
 STATISTICS = ("mean", "median", "min")
 """What `--statistic` takes of each configuration's step times (`step_statistics`)."""
 
 
-def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0):
+def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0, head=0):
     """Runs in a subprocess: step times (s, `step_statistics`) and peak RSS (MiB) of one
     configuration."""
     import keras
     import tensorflow as tf
 
     model, x, y = model_and_batch(model_name, max(every, 0), batch, jit_compile=jit,
-                                  hypergradient_fraction=fraction)
+                                  hypergradient_fraction=fraction, lookahead_layers=head)
     one = tf.data.Dataset.from_tensors((x, y))
     val = tf.data.Dataset.from_tensors((x[:val_batch], y[:val_batch]))
     ds = tf.data.Dataset.zip((one, val)).repeat()
@@ -125,13 +135,13 @@ def step_work(model_name, batch, configs):
     """({label: counted FLOPs per step}, the plain step's FLOPs) for the rows of `configs`;
     the ordinary Keras fit (every < 0) counts as the plain step."""
     dabo = [config for config in configs if config[1] > 0]  # the rest count as plain steps
-    fractions = sorted({f for *_, f in dabo})
-    val_batches = sorted({batch // d for _, _, d, _ in dabo})
+    variants = sorted({(fraction, head) for *_, fraction, head in dabo})
+    val_batches = sorted({batch // divisor for _, _, divisor, _, _ in dabo})
     flops = {key: sum(counts.values()) for key, counts in
-             step_flops(model_name, batch, val_batches, fractions=fractions).items()}
+             step_flops(model_name, batch, val_batches, variants=variants).items()}
     per_step = {}
-    for label, every, divisor, fraction in configs:
-        key = batch // divisor if fraction == 1.0 else (batch // divisor, fraction)
+    for label, every, divisor, fraction, head in configs:
+        key = (batch // divisor, fraction, head)
         per_step[label] = (flops["plain"] if every <= 0 else
                            (flops[key] + (every - 1) * flops["plain"]) / every)
     return per_step, flops["plain"]
@@ -169,9 +179,10 @@ def main(argv=None):
         parser.error(f"--statistic takes {', '.join(STATISTICS)} (comma-separated). "
                      f"Received: statistic={args.statistic}")
     if args._child:
-        model_name, every, jit, val_batch, fraction = args._child.split(":")
+        model_name, every, jit, val_batch, fraction, head = args._child.split(":")
         print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
-                                           args.batch, int(val_batch), float(fraction))))
+                                           args.batch, int(val_batch), float(fraction),
+                                           int(head))))
         return
     models, jits = args.models.split(","), args.jit.split(",")
     configs = [CONFIGS[int(i)] for i in args.configs.split(",")]
@@ -188,10 +199,10 @@ def main(argv=None):
              else ""), flush=True)
     progress = Progress(total=len(runs), label="bench_step",
                         log=functools.partial(print, file=sys.stderr))
-    for model_name, jit, r, (label, every, divisor, fraction) in runs:
+    for model_name, jit, r, (label, every, divisor, fraction, head) in runs:
         proc = subprocess.run(
             [sys.executable, __file__,
-             f"--_child={model_name}:{every}:{jit}:{args.batch // divisor}:{fraction}",
+             f"--_child={model_name}:{every}:{jit}:{args.batch // divisor}:{fraction}:{head}",
              f"--steps={args.steps}", f"--batch={args.batch}"],
             capture_output=True, text=True)
         if proc.returncode:

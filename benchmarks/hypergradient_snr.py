@@ -107,9 +107,9 @@ def augment_share_hypergradient(model, x, y, x_val, y_val):
     g_aug = gradient(model.augmenter(x, training=True), y)
     g_clean = gradient(x, y)
     # `v` without its component along the step, as the normalised look-ahead takes it.
-    v = bilevel._remove_component_along(gradient(x_val, y_val), g_aug)
+    v = bilevel.remove_component_along(gradient(x_val, y_val), g_aug)
     lr = float(model._current_inner_lr())
-    return -lr * float(bilevel._dot(v, [a - c for a, c in zip(g_aug, g_clean)]))
+    return -lr * float(bilevel.dot(v, [a - c for a, c in zip(g_aug, g_clean)]))
 
 
 def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, shares=None,

@@ -35,6 +35,16 @@ ranges depend on the bilevel batch's size. Measured (README, *DABO step cost*): 
 whole step the known ranges overshoot (1.3-1.8x the truth) and a sub-batch's stay noisy, so
 `DaboModel` leaves it off (`lookahead_whole_batch`).
 
+With `lookahead_mask` the virtual step moves only some of the weights (e.g. the classifier's
+last layer, `DaboModel(lookahead_layers=1)`), the others held at `w`: the hypergradient is
+then exact for that truncated problem, `-lr * v_head^T d g_head / d theta`. It is cheaper
+because nothing is differentiated twice through the rest of the network: the pull-back runs
+once down its forward chain (the input gradients of its layers, about 1F), and the
+look-ahead's validation pass needs the rest of the network's forward pass only (1F), where
+the full look-ahead costs a forward and a backward pass (3F) and the double backward 4F.
+What it gives up: how augmentation changes the gradients of the earlier layers, i.e. the
+features (the head's gradient still depends on theta through them).
+
 Under `tf.distribute` the caller passes `all_reduce` (a sum over replicas): the look-ahead
 then uses the global gradient, as one device would for the same global batch, and `v` is
 summed so each replica pulls back the gradient of the global validation loss.
@@ -92,6 +102,7 @@ def unrolled_hypergradient(
     loss_scale=1.0,
     normalize_lookahead: bool = False,
     rest=None,
+    lookahead_mask: Sequence[bool] | None = None,
 ) -> HypergradientResult:
     """Truncated hypergradient of the validation loss with respect to the augmenter.
 
@@ -114,6 +125,10 @@ def unrolled_hypergradient(
             whole step, `share * g + (1 - share) * gradients`, where `gradients` (scaled by
             `loss_scale`, like `HypergradientResult.gradients`) come from images outside
             this pass and do not depend on theta (see the module docstring).
+        lookahead_mask: optional, one bool per weight: the virtual step moves only the
+            weights marked True and holds the others at `w` (see the module docstring).
+            Defaults to None (every weight steps: the exact hypergradient). Needs
+            `inner_steps=1`.
 
     Returns:
         A `HypergradientResult`.
@@ -124,6 +139,16 @@ def unrolled_hypergradient(
         raise NotImplementedError(
             "inner_steps > 1 is not supported with several replicas (it would need "
             f"collectives inside the differentiated graph). Received: inner_steps={inner_steps}")
+    if lookahead_mask is not None:
+        lookahead_mask = [bool(m) for m in lookahead_mask]
+        if len(lookahead_mask) != len(weights) or not any(lookahead_mask):
+            raise ValueError(
+                "lookahead_mask needs one bool per weight and at least one True. Received: "
+                f"lookahead_mask={lookahead_mask} for {len(weights)} weights")
+        if inner_steps > 1:
+            raise NotImplementedError(
+                "lookahead_mask needs inner_steps=1. Received: "
+                f"inner_steps={inner_steps}")
     # Keras variables wrap a tf.Variable, which is what tapes watch.
     augmenter_weights = [getattr(v, "value", v) for v in augmenter_weights]
     loss_scale = tf.cast(loss_scale, tf.float32)
@@ -151,27 +176,35 @@ def unrolled_hypergradient(
         share, rest_grads = rest
         step = [mix(share, gi, tf.cast(ri, gi.dtype) / tf.cast(loss_scale, gi.dtype))
                 for gi, ri in zip(g, rest_grads)]
+    # With a mask only the marked weights step (and are watched below): the rest of the
+    # network is then a constant of the look-ahead, run forward only.
+    moved = (list(range(len(w))) if lookahead_mask is None
+             else [i for i, m in enumerate(lookahead_mask) if m])
+    step = [step[i] for i in moved]
     big_g = step if all_reduce is None else all_reduce([tf.stop_gradient(s) for s in step])
-    w_last = [tf.stop_gradient(wi - tf.cast(inner_lr, wi.dtype) * gi)
-              for wi, gi in zip(w, big_g)]
+    w_last = list(w)
+    for i, gi in zip(moved, big_g):
+        w_last[i] = w[i] - tf.cast(inner_lr, w[i].dtype) * gi
+    w_last = [tf.stop_gradient(wi) for wi in w_last]
+    w_moved = [w_last[i] for i in moved]
 
     # Validation gradient at the look-ahead weights, on its own (first-order) tape.
     with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(w_last)
+        tape.watch(w_moved)
         val_loss = val_loss_fn(w_last)
         scaled_val = tf.cast(val_loss, tf.float32) * loss_scale
-    v = _zeros_for_none(tape.gradient(scaled_val, w_last), w_last)
+    v = _zeros_for_none(tape.gradient(scaled_val, w_moved), w_moved)
     if all_reduce is not None:
         v = all_reduce(v)  # gradient of the global validation loss
     v_full = v
     # Pull v back into the augmenter (double backward): d w_k / d theta applied to v, where
     # w_k = w_{k-1}(theta) - lr * g(w_{k-1}(theta), theta). For k = 1, w_0 is fixed.
     if normalize_lookahead:
-        v = _remove_component_along(v, big_g)
+        v = remove_component_along(v, big_g)
     minus_lr_v = [-tf.cast(inner_lr, vi.dtype) * vi for vi in v]
     if rest is not None:  # g is `share` of the step
         minus_lr_v = [tf.cast(share, m.dtype) * m for m in minus_lr_v]
-    targets, cotangents = list(g), minus_lr_v
+    targets, cotangents = [g[i] for i in moved], minus_lr_v
     if inner_steps > 1:
         targets, cotangents = list(w) + list(g), list(v_full) + minus_lr_v
     hyper = outer.gradient(targets, augmenter_weights, output_gradients=cotangents)
@@ -181,15 +214,16 @@ def unrolled_hypergradient(
     return HypergradientResult(train_loss, aux, grads, val_loss, hyper)
 
 
-def _dot(a, b):
+def dot(a, b):
+    """The inner product of two lists of tensors, in float32 (over all their elements)."""
     return tf.add_n([tf.reduce_sum(tf.cast(x, tf.float32) * tf.cast(y, tf.float32))
                      for x, y in zip(a, b)])
 
 
-def _remove_component_along(v, g):
+def remove_component_along(v, g):
     """`v - g (g . v) / (g . g)` over lists of tensors (v unchanged where g is zero)."""
     g = [tf.stop_gradient(gi) for gi in g]
-    coefficient = tf.math.divide_no_nan(_dot(g, v), _dot(g, g))
+    coefficient = tf.math.divide_no_nan(dot(g, v), dot(g, g))
     return [vi - tf.cast(coefficient, vi.dtype) * tf.cast(gi, vi.dtype) for vi, gi in zip(v, g)]
 
 

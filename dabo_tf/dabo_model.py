@@ -241,6 +241,20 @@ class DaboModel(keras.Model):
             smaller the batch (see `dabo_tf.bilevel`). Costs nothing. Measured on the
             development suite: the known ranges then overshoot (1.3-1.8x the truth), no
             gain on CIFAR-10, no cure for a sub-batch's noise. Defaults to False.
+        lookahead_layers: the look-ahead steps only the classifier's last this many layers
+            that have trainable weights (its head), the rest held fixed; 0 steps every
+            weight (the exact step). Cheaper: nothing is differentiated twice outside the
+            head, so the pull-back into the augmenter is one pass down the network's
+            forward chain (about 1F) and the look-ahead's validation pass a forward pass
+            (1F), against 4F and 3F; with 1 a bilevel step is about 6.5F, 2.2x a plain
+            step, with 3 (`small_cnn`'s last convolution, its BatchNorm and the Dense)
+            2.3x, against 3.8x (counted by `benchmarks/bench_step.py --flops`). The
+            hypergradient then sees how augmentation turns the head's gradient toward the
+            validation gradient, through the features, but not how it changes what the
+            earlier layers learn (see `dabo_tf.bilevel`). Measured on the development
+            suite: 1 misses shifts (after global pooling the Dense layer's gradient barely
+            sees where a digit is), 3 is within the seeds' noise of the exact step.
+            Needs `inner_steps=1`. Defaults to 0.
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
@@ -272,7 +286,8 @@ class DaboModel(keras.Model):
                  skip_non_finite=True, hypergradient_fraction=1.0, train_unpaired=True,
                  clean_fraction=None, prior_pull=DEFAULT_PRIOR_PULL,
                  prior_width=DEFAULT_PRIOR_WIDTH, prior_power=DEFAULT_PRIOR_POWER,
-                 lookahead_whole_batch=False, calibrate_validation=False, **kwargs):
+                 lookahead_whole_batch=False, calibrate_validation=False,
+                 lookahead_layers=0, **kwargs):
         super().__init__(**kwargs)
         if isinstance(classifier, dict):
             classifier = keras.saving.deserialize_keras_object(classifier)
@@ -291,6 +306,11 @@ class DaboModel(keras.Model):
         self.hypergradient_fraction = float(hypergradient_fraction)
         self.lookahead_whole_batch = bool(lookahead_whole_batch)
         self.calibrate_validation = bool(calibrate_validation)
+        self.lookahead_layers = int(lookahead_layers)
+        if self.lookahead_layers < 0 or (self.lookahead_layers and self.inner_steps > 1):
+            raise ValueError(
+                "lookahead_layers must be >= 0, and 0 with inner_steps > 1. Received: "
+                f"lookahead_layers={lookahead_layers}, inner_steps={inner_steps}")
         if not 0.0 < self.hypergradient_fraction <= 1.0:
             raise ValueError("hypergradient_fraction must be in (0, 1]. "
                              f"Received: hypergradient_fraction={hypergradient_fraction}")
@@ -524,7 +544,21 @@ class DaboModel(keras.Model):
             inner_lr=self._current_inner_lr(), inner_steps=self.inner_steps,
             all_reduce=distribute.replica_all_reduce_sum(),
             loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
-            normalize_lookahead=self.normalize_lookahead, rest=rest)
+            normalize_lookahead=self.normalize_lookahead, rest=rest,
+            lookahead_mask=self._lookahead_mask())
+
+    def _lookahead_mask(self):
+        """Which classifier weights the look-ahead moves (`lookahead_layers`); None: all."""
+        if not self.lookahead_layers:
+            return None
+        def leaves(model):  # the layers that hold weights, nested models opened
+            for layer in model.layers:
+                yield from leaves(layer) if getattr(layer, "layers", None) else (layer,)
+
+        layers = [layer for layer in leaves(self.classifier) if layer.trainable_weights]
+        moved = {id(v) for layer in layers[-self.lookahead_layers:]
+                 for v in layer.trainable_weights}
+        return [id(v) in moved for v in self.classifier.trainable_variables]
 
     def _prior_pull_step(self):
         """This step's widening of the learned ranges, `log(factor)` (see `prior_pull`):
@@ -812,6 +846,7 @@ class DaboModel(keras.Model):
             "prior_width": self.prior_width,
             "prior_power": self.prior_power,
             "lookahead_whole_batch": self.lookahead_whole_batch,
+            "lookahead_layers": self.lookahead_layers,
             "name": self.name,
         }
 

@@ -18,7 +18,7 @@ DENSE_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul",
 
 
 def model_and_batch(model_name, every, batch, image_size=32, classes=10, jit_compile=False,
-                    hypergradient_fraction=1.0):
+                    hypergradient_fraction=1.0, lookahead_layers=0):
     """A compiled `DaboModel` (default learned affine augmenter, SGD) and a seeded batch."""
     import keras
 
@@ -33,7 +33,8 @@ def model_and_batch(model_name, every, batch, image_size=32, classes=10, jit_com
     classifier = models.build_classifier(model_name, shape, classes, seed=0)
     model = dabo_tf.DaboModel(classifier, dabo_tf.augment.build_augmenter(seed=0),
                               augmenter_update_every=every,
-                              hypergradient_fraction=hypergradient_fraction)
+                              hypergradient_fraction=hypergradient_fraction,
+                              lookahead_layers=lookahead_layers)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=jit_compile)
@@ -93,27 +94,28 @@ def dense_flops(graph, counts=None):
     return counts
 
 
-def step_flops(model_name, batch, val_batches, image_size=32, classes=10, fractions=(1.0,)):
-    """Dense FLOPs of one plain step and of one DABO step per validation batch and fraction.
+def step_flops(model_name, batch, val_batches, image_size=32, classes=10,
+               variants=((1.0, 0),)):
+    """Dense FLOPs of one plain step and of one DABO step per validation batch and variant.
 
-    Returns `{"plain": counts, val_batch: counts, (val_batch, fraction): counts, ...}`, each
-    the per-op-type FLOPs (`dense_flops`) of one `train_step` traced at the given batch
-    sizes (the augmenter is the default learned affine one); `fraction` is the
-    `hypergradient_fraction` (the key is the validation batch alone for 1.0).
+    Returns `{"plain": counts, (val_batch, fraction, head): counts, ...}`, each the
+    per-op-type FLOPs (`dense_flops`) of one `train_step` traced at the given batch sizes
+    (the augmenter is the default learned affine one); a variant `(fraction, head)` is
+    `DaboModel`'s `hypergradient_fraction` and `lookahead_layers` (`(1.0, 0)`: the exact
+    step).
     """
     import tensorflow as tf
 
     result = {}
-    steps = [(0, 1.0)] + [(1, f) for f in fractions]  # a plain step, then DABO steps
-    for every, fraction in steps:
+    steps = [(0, 1.0, 0)] + [(1, *v) for v in variants]  # a plain step, then DABO steps
+    for every, fraction, head in steps:
         model, x, y = model_and_batch(model_name, every, batch, image_size, classes,
-                                      hypergradient_fraction=fraction)
+                                      hypergradient_fraction=fraction, lookahead_layers=head)
         model.train_on_batch(((x[:4], y[:4]), (x[:2], y[:2])))  # creates every variable
         step = tf.function(model.train_step)
         x, y = tf.constant(x), tf.constant(y)
         for val_batch in (val_batches if every else (batch,)):
             data = ((x, y), (x[:val_batch], y[:val_batch]))
-            key = "plain" if not every else (val_batch if fraction == 1.0 else
-                                             (val_batch, fraction))
+            key = (val_batch, fraction, head) if every else "plain"
             result[key] = dense_flops(step.get_concrete_function(data).graph)
     return result

@@ -99,9 +99,10 @@ def check_run_dir(workdir, mode):
         with zipfile.ZipFile(workdir / "dabo.keras") as archive:
             saved = json.loads(archive.read("config.json"))["config"]
         config = metrics["config"]
-        assert (saved["prior_pull"], saved["prior_width"], saved["prior_power"]) == (
+        assert (saved["prior_pull"], saved["prior_width"], saved["prior_power"],
+                saved["lookahead_layers"]) == (
             config["augmenter_prior_pull"], config["augmenter_prior_width"],
-            config["augmenter_prior_power"])
+            config["augmenter_prior_power"], config["lookahead_layers"])
 
     assert_png(workdir / "augmentations.png", 100, 300, min_bytes=5000)
     assert_png(workdir / "curves.png", 400, 200, min_bytes=5000)
@@ -198,7 +199,7 @@ def test_dabo_killed_after_first_epoch_then_resumed(tmp_path):
         config = Config(**presets.get_config("digits:smoke"), verbose=2,
                         augmenter_flip=True, augmenter_cutout=True,
                         augmenter_prior_pull=0.2, augmenter_prior_width=0.3,
-                        augmenter_prior_power=3.0)
+                        augmenter_prior_power=3.0, lookahead_layers=3)
         train.train_and_evaluate(config, {str(workdir)!r}, callbacks=[Kill()])
     """)
     killed = subprocess.run([sys.executable, "-c", driver], env=_env(), capture_output=True,
@@ -220,7 +221,8 @@ def test_dabo_killed_after_first_epoch_then_resumed(tmp_path):
     assert metrics["config"]["profile_batches"] == "1,2"
     assert (metrics["config"]["augmenter_prior_pull"],
             metrics["config"]["augmenter_prior_width"],
-            metrics["config"]["augmenter_prior_power"]) == (0.2, 0.3, 3.0)  # not the defaults
+            metrics["config"]["augmenter_prior_power"],
+            metrics["config"]["lookahead_layers"]) == (0.2, 0.3, 3.0, 3)  # not the defaults
 
 
 def test_helpfull_documents_every_flag():

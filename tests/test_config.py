@@ -171,6 +171,12 @@ def test_clean_fraction_is_bounded_by_the_images_outside_the_bilevel_pass():
     check_config(Config(clean_fraction=0.3, antithetic=False, hypergradient_fraction=0.5))
 
 
+def test_lookahead_layers_needs_one_inner_step():
+    check_config(Config(lookahead_layers=3))
+    with pytest.raises(ConfigError, match="Received: lookahead_layers=3"):
+        check_config(Config(lookahead_layers=3, inner_steps=2))
+
+
 def test_clean_fraction_defaults_to_a_quarter_where_that_many_are_outside_the_bilevel_pass():
     from dabo_tf.config import default_clean_fraction
 

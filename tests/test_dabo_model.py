@@ -65,15 +65,21 @@ def set_augmenter(model, scale=0.1, seed=5):
         w.assign(scale * rng.standard_normal(w.shape).astype(w.dtype))
 
 
-@pytest.mark.parametrize("inner_steps", [1, 2])
-def test_hypergradient_matches_finite_differences(inner_steps):
+@pytest.mark.parametrize("inner_steps, head", [(1, 0), (2, 0), (1, 1)])
+def test_hypergradient_matches_finite_differences(inner_steps, head):
     dtype = "float64"
     classifier = tiny_classifier(dtype=dtype)
     augmenter = augment.Augmenter([augment.LearnedAffine(seed=1, dtype=dtype),
                                    augment.LearnedColor(seed=2, dtype=dtype)], dtype=dtype)
     # The exact truncated problem (the paper's step); the normalised one has its own test.
+    # With `head` the look-ahead steps the last layer only (the Dense; BatchNorm's and the
+    # convolution's weights held).
     model = dabo_tf.DaboModel(classifier, augmenter, inner_lr=0.5, inner_steps=inner_steps,
-                              normalize_lookahead=False)
+                              normalize_lookahead=False, lookahead_layers=head)
+    moved = {id(v) for v in classifier.layers[-1].trainable_weights} if head else None
+    assert model.get_config()["lookahead_layers"] == head
+    with pytest.raises(ValueError, match="Received: lookahead_layers=1, inner_steps=2"):
+        dabo_model(lookahead_layers=1, inner_steps=2)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=loss)
     set_augmenter(model)
@@ -95,7 +101,9 @@ def test_hypergradient_matches_finite_differences(inner_steps):
                 tape.watch(w)
                 logits, _ = classifier.stateless_call(w, non_trainable, images, training=True)
                 train_loss = loss(y, logits)
-            w = [wi - 0.5 * gi for wi, gi in zip(w, tape.gradient(train_loss, w))]
+            w = [wi - 0.5 * gi if moved is None or id(var) in moved else wi
+                 for wi, gi, var in zip(w, tape.gradient(train_loss, w),
+                                        classifier.trainable_variables)]
         logits, _ = classifier.stateless_call(w, non_trainable, xv, training=True)
         return float(loss(yv, logits))
 
@@ -699,3 +707,14 @@ def test_prior_power_reaches_the_pull_and_older_models_keep_a_gaussian(monkeypat
     assert dabo_tf.DaboModel.from_config(config).prior_power == 2.0
     with pytest.raises(ValueError, match="Received: prior_power=0"):
         dabo_model(prior_power=0)
+
+
+def test_lookahead_layers_count_the_layers_with_weights_from_the_output():
+    from dabo_tf import models
+
+    classifier = models.build_classifier("small_cnn", (16, 16, 1), 10, seed=0)
+    mask = dabo_tf.DaboModel(classifier, lookahead_layers=3)._lookahead_mask()
+    assert [v.path for v, moved in zip(classifier.trainable_variables, mask) if moved] == [
+        "block3_conv/kernel", "block3_bn/gamma", "block3_bn/beta", "logits/kernel",
+        "logits/bias"]
+    assert dabo_tf.DaboModel(classifier)._lookahead_mask() is None

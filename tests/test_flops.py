@@ -50,8 +50,9 @@ def test_dabo_step_does_the_work_of_the_exact_hypergradient_and_no_more():
     half) adds a plain pass on half the batch, 1.5F. Only the first layer's input
     gradients, which a plain step skips, make it differ from 11.5F/3F.
     """
-    counted = flops.step_flops("tiny_cnn", 8, (8, 4), image_size=16)
-    plain, dabo, half = counted["plain"], counted[8], counted[4]
+    counted = flops.step_flops("tiny_cnn", 8, (8, 4), image_size=16,
+                               variants=((1.0, 0), (1.0, 1)))
+    plain, dabo, half = counted["plain"], counted[8, 1.0, 0], counted[4, 1.0, 0]
     forward = plain["Conv2D"]
     first_layer = forward - plain["Conv2DBackpropInput"]  # input gradient a plain step skips
     assert 0 < first_layer < forward / 2
@@ -65,13 +66,21 @@ def test_dabo_step_does_the_work_of_the_exact_hypergradient_and_no_more():
         assert dabo[op] - half[op] == forward // 2
     ratio = sum(dabo.values()) / sum(plain.values())
     assert 11.5 / 3 <= ratio < 4.0
+    # The look-ahead on the last layer (`lookahead_layers=1`): nothing is differentiated
+    # twice below the head, so the pull-back is one input gradient per convolution (the
+    # first layer's included: the images lead to theta) and the look-ahead a forward pass.
+    head = counted[8, 1.0, 1]
+    assert head["Conv2D"] == 2 * forward + rest
+    assert head["Conv2DBackpropInput"] == 2 * forward - first_layer + rest - first_layer // 2
+    assert head["Conv2DBackpropFilter"] == forward + rest
+    assert 6.5 / 3 <= sum(head.values()) / sum(plain.values()) < 2.3
 
 
 def test_bench_step_flops_command(capsys):
     bench_step.main(["--flops", "--models=tiny_cnn", "--batch=8"])
     rows = dict(re.findall(r"\| tiny_cnn \| ([^|]+?) \| [\d.]+ \| ([\d.]+)x \|",
                            capsys.readouterr().out))
-    assert len(rows) == sum(every >= 0 for _, every, _, _ in bench_step.CONFIGS)
+    assert len(rows) == sum(every >= 0 for _, every, *_ in bench_step.CONFIGS)
     ratios = {label: float(value) for label, value in rows.items()}
     every, half = ratios["DABO every step"], ratios["DABO every step, val batch / 2"]
     assert ratios["plain (augmenter frozen)"] == 1.0
