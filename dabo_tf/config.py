@@ -383,8 +383,9 @@ class Config:
         "(its head, counted from the output); 0 steps every weight, the exact step "
         "(3.8x a plain step). Nothing is differentiated twice below the head: 1 is 2.2x "
         "but misses shifts (the pooled features barely see them), 3 (small_cnn's last "
-        "convolution, its BatchNorm and the Dense) 2.3x, within the development suite's "
-        "noise of the exact step (README, DABO step cost).",
+        "convolution, its BatchNorm and the Dense) 2.3x, close to the exact step on the "
+        "development suite but short on shifted digits in two seeds of ten (README, DABO "
+        "step cost).",
         lower_bound=0)
     fill_mode: str = field(
         "reflect",
