@@ -127,7 +127,6 @@ VARIANTS = {
                             lookahead_whole_batch=True),
     "whole": dict(lookahead_whole_batch=True),
     "head_1": dict(lookahead_layers=1),
-    "head_1_val16": dict(lookahead_layers=1, val_batch_size=16),
     "head_3": dict(lookahead_layers=3),
     "head_3_sub_0.5_val16": dict(lookahead_layers=3, hypergradient_fraction=0.5,
                                  val_batch_size=16),

@@ -555,7 +555,11 @@ class DaboModel(keras.Model):
         """Which classifier weights the look-ahead moves (`lookahead_layers`); None: all."""
         if not self.lookahead_layers:
             return None
-        def leaves(model):  # the layers that hold weights, nested models opened
+
+        # The layers in the order they run, nested models opened: `Model.layers` is that
+        # order, `keras_compat.flatten_layers` is not (in ResNet-50's nested model its last
+        # layers are the stem's).
+        def leaves(model):
             for layer in model.layers:
                 yield from leaves(layer) if getattr(layer, "layers", None) else (layer,)
 

@@ -498,11 +498,10 @@ DISTRIBUTED = textwrap.dedent("""
     single = lambda **kw: run(tf.distribute.OneDeviceStrategy("/cpu:0"), **kw)  # noqa: E731
     mirrored = lambda **kw: run(  # noqa: E731
         tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), **kw)
-    # One MirroredStrategy per process: a second one reuses the first one's collective keys.
     result = {{"mirrored": lambda: {{"single": single(), "mirrored": mirrored()}},
-               # the look-ahead on the last layer: not supported on several replicas yet
-               "mirrored_head": lambda: {{"single": single(lookahead_layers=1),
-                                         "mirrored": mirrored(lookahead_layers=1)}},
+               # the look-ahead on the last layer: refused on several replicas (its step
+               # hung once and aborted once there), so this mode fails with the message
+               "mirrored_head": lambda: mirrored(lookahead_layers=1),
                "single": single,
                "worker": lambda: run(distribute.make_strategy("multi_worker"))}}[sys.argv[1]]()
     print("RESULT" + json.dumps(result))
