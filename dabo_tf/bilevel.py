@@ -128,7 +128,7 @@ def unrolled_hypergradient(
         lookahead_mask: optional, one bool per weight: the virtual step moves only the
             weights marked True and holds the others at `w` (see the module docstring).
             Defaults to None (every weight steps: the exact hypergradient). Needs
-            `inner_steps=1` and one replica.
+            `inner_steps=1`.
 
     Returns:
         A `HypergradientResult`.
@@ -149,13 +149,6 @@ def unrolled_hypergradient(
             raise NotImplementedError(
                 "lookahead_mask needs inner_steps=1. Received: "
                 f"inner_steps={inner_steps}")
-        if all_reduce is not None:
-            # Measured: two CPU replicas of MirroredStrategy hang or abort with a shape
-            # mismatch in a collective (the head's all-reduce against the whole network's).
-            raise NotImplementedError(
-                "lookahead_mask (DaboModel's lookahead_layers) is not supported with several "
-                "replicas yet: train on one device or set lookahead_layers=0. Received: "
-                f"lookahead_mask with {sum(lookahead_mask)} of {len(weights)} weights moved")
     # Keras variables wrap a tf.Variable, which is what tapes watch.
     augmenter_weights = [getattr(v, "value", v) for v in augmenter_weights]
     loss_scale = tf.cast(loss_scale, tf.float32)

@@ -385,7 +385,7 @@ class Config:
         "but misses shifts (the pooled features barely see them), 3 (small_cnn's last "
         "convolution, its BatchNorm and the Dense) 2.3x, close to the exact step on the "
         "development suite but short on shifted digits in two seeds of ten (README, DABO "
-        "step cost). One replica only for now.",
+        "step cost).",
         lower_bound=0)
     fill_mode: str = field(
         "reflect",

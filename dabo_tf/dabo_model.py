@@ -256,9 +256,7 @@ class DaboModel(keras.Model):
             sees where a digit is), 3 comes close to the exact step (within the seeds'
             noise over five seeds; on shifted digits two seeds of ten learn too small a
             shift, against one with the exact step).
-            Needs `inner_steps=1` and one replica (on two CPU replicas of
-            `MirroredStrategy` its collectives hung or aborted; refused there for now).
-            Defaults to 0.
+            Needs `inner_steps=1`. Defaults to 0.
         skip_non_finite: guard against non-finite losses or gradients. When a step's
             training loss, validation loss, gradients or hypergradients are not all finite,
             neither the classifier nor the augmenter is updated and the `skipped_steps`
