@@ -108,7 +108,7 @@ def augment_share_hypergradient(model, x, y, x_val, y_val):
     g_clean = gradient(x, y)
     # `v` without its component along the step, as the normalised look-ahead takes it.
     v = bilevel.remove_component_along(gradient(x_val, y_val), g_aug)
-    lr = float(model._current_inner_lr())
+    lr = float(model.inner_learning_rate())
     return -lr * float(bilevel.dot(v, [a - c for a, c in zip(g_aug, g_clean)]))
 
 
@@ -125,7 +125,7 @@ def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, sh
 
     # The regime's schedule, stopped after `epochs`: the learning rate (and the look-ahead
     # step) are those of that epoch of the regime's run.
-    config = quality._config(regime, "default", trials=1, cifar_dir=cifar_dir).replace(
+    config = quality.run_config(regime, "default", trials=1, cifar_dir=cifar_dir).replace(
         seed=seed)
     splits = loop.load_data(config)
     steps = loop.steps_per_epoch(config, splits)
@@ -161,9 +161,9 @@ def measure(regime, widths, *, epochs=10, batches=60, seed=0, cifar_dir=None, sh
         if augment_share and shares is None:
             augment_rows.append(augment_share_hypergradient(model, x, y, x_val, y_val))
         for fraction, val_batch in chosen:
-            # The training step's own split (`_split_for_hypergradient`, then the pairs).
+            # The training step's own split (`split_for_hypergradient`, then the pairs).
             model.hypergradient_fraction = fraction
-            x_sub, y_sub = model._split_for_hypergradient(x, y)[:2]
+            x_sub, y_sub = model.split_for_hypergradient(x, y)[:2]
             x_sub, y_sub, transformation = model.antithetic_batch(x_sub, y_sub)
             result = model.hypergradient(x_sub, y_sub, x_val[:val_batch], y_val[:val_batch],
                                          transformation)
@@ -221,7 +221,7 @@ def main(argv=None):
         for op, (mean, std, t) in stats.items():
             print(f"| {op} | {mean:+.2e} | {std:.2e} | {t:+.2f} |")
         return
-    batch = quality._config(args.regime, "default", trials=1, cifar_dir=cifar_dir).batch_size
+    batch = quality.run_config(args.regime, "default", trials=1, cifar_dir=cifar_dir).batch_size
     print("t per share (bilevel pass on a share of the batch : validation batch), and the "
           "step's counted work over a plain step's")
     print("| op | " + " | ".join(f"{f:g} : {v}" for f, v in shares) + " |")

@@ -172,7 +172,8 @@ class Job:
         return f"{self.regime} {self.variant} {self.method} seed {self.seed}"
 
 
-def _config(regime, variant, trials, cifar_dir=None):
+def run_config(regime, variant, trials, cifar_dir=None):
+    """The `Config` of one suite run: the regime's base, the variant's overrides."""
     from dabo_tf.config import Config
 
     if regime in NATURAL:
@@ -196,7 +197,7 @@ def run_jobs(jobs, output_dir, trials, log=print, cifar_dir=None):
                         label="quality", log=log)
     for job, workdir in zip(jobs, workdirs):
         progress.begin()
-        metrics = compare.run_method(_config(job.regime, job.variant, trials, cifar_dir),
+        metrics = compare.run_method(run_config(job.regime, job.variant, trials, cifar_dir),
                                      job.method, job.seed, workdir)
         results[dataclasses.astuple(job)] = {
             **metrics, "run_dir": str(compare.run_dir(workdir, job.method, job.seed))}

@@ -467,7 +467,8 @@ class DaboModel(keras.Model):
     def _loss(self, y, logits):
         return self.compute_loss(y=y, y_pred=logits, training=True)
 
-    def _current_inner_lr(self):
+    def inner_learning_rate(self):
+        """The virtual step's learning rate: `inner_lr`, or the optimizer's current one."""
         if self.inner_lr is not None:
             return self.inner_lr
         return self.optimizer.learning_rate
@@ -543,7 +544,7 @@ class DaboModel(keras.Model):
 
         return bilevel.unrolled_hypergradient(
             augment, train_loss, val_loss, weights, self.augmenter.trainable_variables,
-            inner_lr=self._current_inner_lr(), inner_steps=self.inner_steps,
+            inner_lr=self.inner_learning_rate(), inner_steps=self.inner_steps,
             all_reduce=distribute.replica_all_reduce_sum(),
             loss_scale=self.optimizer.scale_loss(tf.constant(1.0)),
             normalize_lookahead=self.normalize_lookahead, rest=rest,
@@ -614,7 +615,7 @@ class DaboModel(keras.Model):
                                                mirrored)
         return tf.concat([x, x], 0), tf.concat([y, y], 0), transformation
 
-    def _split_for_hypergradient(self, x, y):
+    def split_for_hypergradient(self, x, y):
         """`(x_sub, y_sub, x_rest, y_rest)`: the bilevel pass's share of the batch and the
         rest (with `antithetic`, the sub-batch's first half is paired: the rest starts after
         it, so every image is trained on)."""
@@ -677,7 +678,7 @@ class DaboModel(keras.Model):
         rest = None
         if self.hypergradient_fraction < 1.0 or (self.antithetic and self.train_unpaired):
             n_clean = self._n_clean(x)
-            x, y, x_rest, y_rest = self._split_for_hypergradient(x, y)
+            x, y, x_rest, y_rest = self.split_for_hypergradient(x, y)
             rest = (y_rest, *self._plain_gradients(x_rest, y_rest, n_clean))
         if self.antithetic:
             x, y, transformation = self.antithetic_batch(x, y)

@@ -85,7 +85,7 @@ def test_jobs_and_arguments():
     assert len(jobs) == 22
     with pytest.raises(SystemExit):
         quality.main(["--regimes=mnist"])
-    config = quality._config("digits100", "paper_step", trials=3)
+    config = quality.run_config("digits100", "paper_step", trials=3)
     assert (config.train_size, config.batch_size, config.normalize_lookahead, config.trials,
             config.fill_mode) == (100, 16, False, 3, "constant")
 
@@ -105,7 +105,7 @@ def test_gpu_benchmarks_say_there_is_no_gpu_and_exit_0():
     assert proc.returncode == 0, proc.stderr
     assert "TensorFlow sees no GPU on this machine; nothing to measure" in proc.stdout
     assert "Warp" not in proc.stdout and "batch 256" not in proc.stdout  # nothing ran
-    config = quality._config("cifar_rotate", "reflect", trials=3, cifar_dir="/data/cifar")
+    config = quality.run_config("cifar_rotate", "reflect", trials=3, cifar_dir="/data/cifar")
     # run.py's defaults for a folder, not the digits settings.
     assert (config.dataset, config.data_dir, config.image_size, config.epochs,
             config.batch_size, config.fill_mode, config.eval_shift, config.hand_policy) == (
