@@ -132,6 +132,8 @@ VARIANTS = {
                                  val_batch_size=16),
     "head_3_sub_0.25_val16": dict(lookahead_layers=3, hypergradient_fraction=0.25,
                                   val_batch_size=16),
+    "head_3_sub_0.75_val16": dict(lookahead_layers=3, hypergradient_fraction=0.75,
+                                  val_batch_size=16),
     "init_absolute": dict(augmenter_init_relative=False),
     "init_relative_0.1": dict(augmenter_init_magnitude=0.1),
     "calibrated": dict(calibrate_validation=True),

@@ -550,6 +550,7 @@ class DaboModel(keras.Model):
             normalize_lookahead=self.normalize_lookahead, rest=rest,
             lookahead_mask=self._lookahead_mask())
 
+    @tf.autograph.experimental.do_not_convert  # Python at trace time (AutoGraph warned)
     def _lookahead_mask(self):
         """Which classifier weights the look-ahead moves (`lookahead_layers`); None: all."""
         if not self.lookahead_layers:
