@@ -48,39 +48,45 @@ import numpy as np
 from dabo_tf.flops import model_and_batch, step_flops
 from dabo_tf.logs import Progress
 
-CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0, 0), ("DABO every step", 1, 1, 1.0, 0),
-           ("DABO every 2nd step", 2, 1, 1.0, 0), ("DABO every 4th step", 4, 1, 1.0, 0),
-           ("DABO every step, val batch / 2", 1, 2, 1.0, 0),
-           ("DABO every 2nd step, val batch / 2", 2, 2, 1.0, 0),
-           ("DABO every step, bilevel on 1/4, val batch / 4", 1, 4, 0.25, 0),
-           ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125, 0),
-           ("ordinary Keras fit, frozen augmenter in front", -1, 1, 1.0, 0),
-           ("DABO every step, bilevel on 3/8, val batch / 4", 1, 4, 0.375, 0),
-           ("DABO every step, bilevel on 1/4, val batch / 2", 1, 2, 0.25, 0),
-           ("DABO every step, look-ahead on the last layer", 1, 1, 1.0, 1),
-           ("DABO every step, look-ahead on the last 3 layers", 1, 1, 1.0, 3),
-           ("DABO every step, look-ahead on the last 3 layers, val batch / 2", 1, 2, 1.0, 3),
+CONFIGS = [("plain (augmenter frozen)", 0, 1, 1.0, 0, 0.0),
+           ("DABO every step", 1, 1, 1.0, 0, 0.0),
+           ("DABO every 2nd step", 2, 1, 1.0, 0, 0.0),
+           ("DABO every 4th step", 4, 1, 1.0, 0, 0.0),
+           ("DABO every step, val batch / 2", 1, 2, 1.0, 0, 0.0),
+           ("DABO every 2nd step, val batch / 2", 2, 2, 1.0, 0, 0.0),
+           ("DABO every step, bilevel on 1/4, val batch / 4", 1, 4, 0.25, 0, 0.0),
+           ("DABO every step, bilevel on 1/8, val batch / 8", 1, 8, 0.125, 0, 0.0),
+           ("ordinary Keras fit, frozen augmenter in front", -1, 1, 1.0, 0, 0.0),
+           ("DABO every step, bilevel on 3/8, val batch / 4", 1, 4, 0.375, 0, 0.0),
+           ("DABO every step, bilevel on 1/4, val batch / 2", 1, 2, 0.25, 0, 0.0),
+           ("DABO every step, look-ahead on the last layer", 1, 1, 1.0, 1, 0.0),
+           ("DABO every step, look-ahead on the last 3 layers", 1, 1, 1.0, 3, 0.0),
+           ("DABO every step, look-ahead on the last 3 layers, val batch / 2", 1, 2, 1.0, 3, 0.0),
            ("DABO every step, look-ahead on the last 3 layers, bilevel on 1/4, val batch / 2",
-            1, 2, 0.25, 3),
+            1, 2, 0.25, 3, 0.0),
            ("DABO every step, look-ahead on the last 3 layers, bilevel on 1/2, val batch / 2",
-            1, 2, 0.5, 3)]
+            1, 2, 0.5, 3, 0.0),
+           ("DABO every step, look-ahead on the last 3 layers, val batch / 8, v averaged (0.97)",
+            1, 8, 1.0, 3, 0.97)]
 """(label, augmenter_update_every, batch / val_batch, hypergradient_fraction,
-lookahead_layers); -1: not a `DaboModel` but an ordinary `keras.Model` of the same augmenter
-(frozen) and classifier, the baseline a user would compare with (timed only: its work is the
-plain step's)."""
+lookahead_layers, val_gradient_average); -1: not a `DaboModel` but an ordinary `keras.Model`
+of the same augmenter (frozen) and classifier, the baseline a user would compare with (timed
+only: its work is the plain step's)."""
 
 STATISTICS = ("mean", "median", "min")
 """What `--statistic` takes of each configuration's step times (`step_statistics`)."""
 
 
-def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0, head=0):
+def measure(model_name, every, jit, steps, batch, val_batch, fraction=1.0, head=0,
+            average=0.0):
     """Runs in a subprocess: step times (s, `step_statistics`) and peak RSS (MiB) of one
     configuration."""
     import keras
     import tensorflow as tf
 
     model, x, y = model_and_batch(model_name, max(every, 0), batch, jit_compile=jit,
-                                  hypergradient_fraction=fraction, lookahead_layers=head)
+                                  hypergradient_fraction=fraction, lookahead_layers=head,
+                                  val_gradient_average=average)
     one = tf.data.Dataset.from_tensors((x, y))
     val = tf.data.Dataset.from_tensors((x[:val_batch], y[:val_batch]))
     ds = tf.data.Dataset.zip((one, val)).repeat()
@@ -135,12 +141,12 @@ def step_work(model_name, batch, configs):
     """({label: counted FLOPs per step}, the plain step's FLOPs) for the rows of `configs`;
     the ordinary Keras fit (every < 0) counts as the plain step."""
     dabo = [config for config in configs if config[1] > 0]  # the rest count as plain steps
-    variants = sorted({(fraction, head) for *_, fraction, head in dabo})
-    val_batches = sorted({batch // divisor for _, _, divisor, _, _ in dabo})
+    variants = sorted({(fraction, head) for _, _, _, fraction, head, _ in dabo})
+    val_batches = sorted({batch // divisor for _, _, divisor, *_ in dabo})
     flops = {key: sum(counts.values()) for key, counts in
              step_flops(model_name, batch, val_batches, variants=variants).items()}
     per_step = {}
-    for label, every, divisor, fraction, head in configs:
+    for label, every, divisor, fraction, head, _ in configs:  # averaging: no dense work
         key = (batch // divisor, fraction, head)
         per_step[label] = (flops["plain"] if every <= 0 else
                            (flops[key] + (every - 1) * flops["plain"]) / every)
@@ -179,10 +185,10 @@ def main(argv=None):
         parser.error(f"--statistic takes {', '.join(STATISTICS)} (comma-separated). "
                      f"Received: statistic={args.statistic}")
     if args._child:
-        model_name, every, jit, val_batch, fraction, head = args._child.split(":")
+        model_name, every, jit, val_batch, fraction, head, average = args._child.split(":")
         print("RESULT" + json.dumps(measure(model_name, int(every), jit == "1", args.steps,
                                            args.batch, int(val_batch), float(fraction),
-                                           int(head))))
+                                           int(head), float(average))))
         return
     models, jits = args.models.split(","), args.jit.split(",")
     configs = [CONFIGS[int(i)] for i in args.configs.split(",")]
@@ -199,10 +205,11 @@ def main(argv=None):
              else ""), flush=True)
     progress = Progress(total=len(runs), label="bench_step",
                         log=functools.partial(print, file=sys.stderr))
-    for model_name, jit, r, (label, every, divisor, fraction, head) in runs:
+    for model_name, jit, r, (label, every, divisor, fraction, head, average) in runs:
         proc = subprocess.run(
             [sys.executable, __file__,
-             f"--_child={model_name}:{every}:{jit}:{args.batch // divisor}:{fraction}:{head}",
+             f"--_child={model_name}:{every}:{jit}:{args.batch // divisor}:{fraction}:{head}:"
+             f"{average}",
              f"--steps={args.steps}", f"--batch={args.batch}"],
             capture_output=True, text=True)
         if proc.returncode:

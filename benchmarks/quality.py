@@ -134,6 +134,12 @@ VARIANTS = {
                                   val_batch_size=16),
     "head_3_sub_0.75_val16": dict(lookahead_layers=3, hypergradient_fraction=0.75,
                                   val_batch_size=16),
+    "head_3_val4": dict(lookahead_layers=3, val_batch_size=4),
+    "head_3_val4_avg": dict(lookahead_layers=3, val_batch_size=4, val_gradient_average=0.9),
+    "head_3_val4_avg97": dict(lookahead_layers=3, val_batch_size=4, val_gradient_average=0.97),
+    "head_3_sub_0.25_val4_avg": dict(lookahead_layers=3, hypergradient_fraction=0.25,
+                                     val_batch_size=4, val_gradient_average=0.9),
+    "head_3_val8_avg97": dict(lookahead_layers=3, val_batch_size=8, val_gradient_average=0.97),
     "init_absolute": dict(augmenter_init_relative=False),
     "init_relative_0.1": dict(augmenter_init_magnitude=0.1),
     "calibrated": dict(calibrate_validation=True),
@@ -155,7 +161,11 @@ uniformly, today's default);
 2026-12-06; `init_relative_0.1`: at a tenth of its op's limit; `calibrated`: the look-ahead's
 validation loss on temperature-scaled logits, `--calibrate_validation`; `prior_0.25`: the
 pull's prior at a quarter of each op's limit instead of half; `prior_power_4`: the prior a
-generalised Gaussian of power 4 at the same width, flatter below it and steeper above)."""
+generalised Gaussian of power 4 at the same width, flatter below it and steeper above;
+`head_3_val4*`: the look-ahead on the last 3 layers with a validation batch of 4, an eighth
+of the digits' batch (1.98x counted), `_avg`/`_avg97`: with the validation gradient averaged
+over steps, `--val_gradient_average=0.9`/`0.97`; `head_3_val8_avg97`: the same eighth of the
+natural-image regimes' batch of 64)."""
 
 QUICK = dict(seeds=(0,), trials=5, methods=("none", "hand", "dabo", "frozen", "tuner"))
 """`--quick`: one seed, no TrivialAugment or RandAugment (the slowest baselines), a 5-trial

@@ -103,6 +103,7 @@ def unrolled_hypergradient(
     normalize_lookahead: bool = False,
     rest=None,
     lookahead_mask: Sequence[bool] | None = None,
+    val_gradient_fn: Callable[[list], list] | None = None,
 ) -> HypergradientResult:
     """Truncated hypergradient of the validation loss with respect to the augmenter.
 
@@ -129,6 +130,10 @@ def unrolled_hypergradient(
             weights marked True and holds the others at `w` (see the module docstring).
             Defaults to None (every weight steps: the exact hypergradient). Needs
             `inner_steps=1`.
+        val_gradient_fn: optional `(v) -> v`, applied to the validation gradient at the
+            look-ahead weights (summed over replicas, unscaled, one tensor per moved
+            weight) before it is pulled back: e.g. `DaboModel`'s running average over
+            steps (`val_gradient_average`). The hypergradient is linear in `v`.
 
     Returns:
         A `HypergradientResult`.
@@ -196,6 +201,9 @@ def unrolled_hypergradient(
     v = _zeros_for_none(tape.gradient(scaled_val, w_moved), w_moved)
     if all_reduce is not None:
         v = all_reduce(v)  # gradient of the global validation loss
+    if val_gradient_fn is not None:  # on the unscaled gradient (the scale may change)
+        v = [vi * tf.cast(loss_scale, vi.dtype)
+             for vi in val_gradient_fn([vi / tf.cast(loss_scale, vi.dtype) for vi in v])]
     v_full = v
     # Pull v back into the augmenter (double backward): d w_k / d theta applied to v, where
     # w_k = w_{k-1}(theta) - lr * g(w_{k-1}(theta), theta). For k = 1, w_0 is fixed.

@@ -18,7 +18,7 @@ DENSE_OPS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "MatMul",
 
 
 def model_and_batch(model_name, every, batch, image_size=32, classes=10, jit_compile=False,
-                    hypergradient_fraction=1.0, lookahead_layers=0):
+                    hypergradient_fraction=1.0, lookahead_layers=0, val_gradient_average=0.0):
     """A compiled `DaboModel` (default learned affine augmenter, SGD) and a seeded batch."""
     import keras
 
@@ -34,7 +34,8 @@ def model_and_batch(model_name, every, batch, image_size=32, classes=10, jit_com
     model = dabo_tf.DaboModel(classifier, dabo_tf.augment.build_augmenter(seed=0),
                               augmenter_update_every=every,
                               hypergradient_fraction=hypergradient_fraction,
-                              lookahead_layers=lookahead_layers)
+                              lookahead_layers=lookahead_layers,
+                              val_gradient_average=val_gradient_average)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=jit_compile)

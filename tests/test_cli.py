@@ -100,9 +100,10 @@ def check_run_dir(workdir, mode):
             saved = json.loads(archive.read("config.json"))["config"]
         config = metrics["config"]
         assert (saved["prior_pull"], saved["prior_width"], saved["prior_power"],
-                saved["lookahead_layers"]) == (
+                saved["lookahead_layers"], saved["val_gradient_average"]) == (
             config["augmenter_prior_pull"], config["augmenter_prior_width"],
-            config["augmenter_prior_power"], config["lookahead_layers"])
+            config["augmenter_prior_power"], config["lookahead_layers"],
+            config["val_gradient_average"])
 
     assert_png(workdir / "augmentations.png", 100, 300, min_bytes=5000)
     assert_png(workdir / "curves.png", 400, 200, min_bytes=5000)
@@ -199,7 +200,8 @@ def test_dabo_killed_after_first_epoch_then_resumed(tmp_path):
         config = Config(**presets.get_config("digits:smoke"), verbose=2,
                         augmenter_flip=True, augmenter_cutout=True,
                         augmenter_prior_pull=0.2, augmenter_prior_width=0.3,
-                        augmenter_prior_power=3.0, lookahead_layers=3)
+                        augmenter_prior_power=3.0, lookahead_layers=3,
+                        val_gradient_average=0.9)
         train.train_and_evaluate(config, {str(workdir)!r}, callbacks=[Kill()])
     """)
     killed = subprocess.run([sys.executable, "-c", driver], env=_env(), capture_output=True,
@@ -222,7 +224,8 @@ def test_dabo_killed_after_first_epoch_then_resumed(tmp_path):
     assert (metrics["config"]["augmenter_prior_pull"],
             metrics["config"]["augmenter_prior_width"],
             metrics["config"]["augmenter_prior_power"],
-            metrics["config"]["lookahead_layers"]) == (0.2, 0.3, 3.0, 3)  # not the defaults
+            metrics["config"]["lookahead_layers"],
+            metrics["config"]["val_gradient_average"]) == (0.2, 0.3, 3.0, 3, 0.9)  # not defaults
 
 
 def test_helpfull_documents_every_flag():

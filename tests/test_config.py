@@ -175,6 +175,10 @@ def test_lookahead_layers_needs_one_inner_step():
     check_config(Config(lookahead_layers=3))
     with pytest.raises(ConfigError, match="Received: lookahead_layers=3"):
         check_config(Config(lookahead_layers=3, inner_steps=2))
+    check_config(Config(val_gradient_average=0.97))
+    for bad in (1.0, -0.5):
+        with pytest.raises(ConfigError, match=f"Received: val_gradient_average={bad}"):
+            check_config(Config(val_gradient_average=bad))
 
 
 def test_clean_fraction_defaults_to_a_quarter_where_that_many_are_outside_the_bilevel_pass():

@@ -499,9 +499,11 @@ DISTRIBUTED = textwrap.dedent("""
     mirrored = lambda **kw: run(  # noqa: E731
         tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), **kw)
     result = {{"mirrored": lambda: {{"single": single(), "mirrored": mirrored()}},
-               # the look-ahead on the last layer only: its all-reduces cover the head
-               "mirrored_head": lambda: {{"single": single(lookahead_layers=1),
-                                         "mirrored": mirrored(lookahead_layers=1)}},
+               # the look-ahead on the last layer only (its all-reduces cover the head),
+               # with the running average of v (its variables updated in replica context)
+               "mirrored_head": lambda: {{
+                   "single": single(lookahead_layers=1, val_gradient_average=0.9),
+                   "mirrored": mirrored(lookahead_layers=1, val_gradient_average=0.9)}},
                "single": single,
                "worker": lambda: run(distribute.make_strategy("multi_worker"))}}[sys.argv[1]]()
     print("RESULT" + json.dumps(result))
@@ -711,6 +713,39 @@ def test_prior_power_reaches_the_pull_and_older_models_keep_a_gaussian(monkeypat
     assert dabo_tf.DaboModel.from_config(config).prior_power == 2.0
     with pytest.raises(ValueError, match="Received: prior_power=0"):
         dabo_model(prior_power=0)
+
+
+def test_val_gradient_average_pulls_back_the_running_mean_of_the_validation_gradients():
+    """The hypergradient is linear in v: with the weights held, the averaged model's
+    hypergradient is the bias-corrected running mean of the single-batch ones, and a
+    non-finite v leaves the average untouched."""
+    beta = 0.9
+    x, y = batch(8, seed=0)
+    vals = [batch(8, seed=1), batch(8, seed=2)]
+
+    def make(**kwargs):
+        model = dabo_model(**kwargs)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS, jit_compile=False)
+        set_augmenter(model, 0.3)
+        return model
+
+    plain, averaged = make(), make(val_gradient_average=beta)
+    t = plain.augmenter.get_random_transformation(tf.constant(x))
+
+    def hyper(model, xv, yv):
+        result = model.hypergradient(x, y, xv, yv, transformation=t)
+        return np.concatenate([h.numpy().ravel() for h in result.hypergradients])
+
+    h0, h1 = (hyper(plain, *v) for v in vals)
+    assert np.linalg.norm(h1 - h0) > 0.1 * np.linalg.norm(h0)  # the batches disagree
+    np.testing.assert_allclose(hyper(averaged, *vals[0]), h0, rtol=1e-4, atol=1e-9)
+    want = (beta * (1 - beta) * h0 + (1 - beta) * h1) / (1 - beta ** 2)
+    np.testing.assert_allclose(hyper(averaged, *vals[1]), want, rtol=1e-4, atol=1e-9)
+    assert not np.isfinite(hyper(averaged, np.full_like(x, np.nan), vals[1][1])).all()
+    want = (beta ** 2 * (1 - beta) * h0 + (beta * (1 - beta) + (1 - beta)) * h1) / (1 - beta ** 3)
+    np.testing.assert_allclose(hyper(averaged, *vals[1]), want, rtol=1e-4, atol=1e-9)
+    with pytest.raises(ValueError, match="val_gradient_average=1"):
+        dabo_model(val_gradient_average=1)
 
 
 def test_lookahead_layers_count_the_layers_with_weights_from_the_output():

@@ -110,6 +110,7 @@ def run_dabo(config, splits, workdir, callbacks) -> RunResult:
                       hypergradient_fraction=config.hypergradient_fraction,
                       lookahead_whole_batch=config.lookahead_whole_batch,
                       lookahead_layers=config.lookahead_layers,
+                      val_gradient_average=config.val_gradient_average,
                       hypergradient_dtype=(None if config.hypergradient_dtype == "policy"
                                            else config.hypergradient_dtype))
     compile_model(model, config, steps, build_optimizer=False,
