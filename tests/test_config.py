@@ -175,6 +175,9 @@ def test_lookahead_layers_needs_one_inner_step():
     check_config(Config(lookahead_layers=3))
     with pytest.raises(ConfigError, match="Received: lookahead_layers=3"):
         check_config(Config(lookahead_layers=3, inner_steps=2))
+
+
+def test_val_gradient_average_is_a_beta_in_zero_one():
     check_config(Config(val_gradient_average=0.97))
     for bad in (1.0, -0.5):
         with pytest.raises(ConfigError, match=f"Received: val_gradient_average={bad}"):
